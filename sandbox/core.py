@@ -54,12 +54,12 @@ class Server:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def ssh_command(self, *cmd: str) -> list[str]:
+    def ssh_command(self, *cmd: str, batch: bool = True) -> list[str]:
         """An ``ssh`` argv that logs into this server as the deploy user."""
         return [
             "ssh", "-i", self.ssh_key, "-p", str(self.ssh_port),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+            "-o", "LogLevel=ERROR", *(["-o", "BatchMode=yes"] if batch else ["-t"]),
             f"{self.ssh_user}@{self.ssh_host}", *cmd,
         ]
 
