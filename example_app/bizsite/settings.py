@@ -154,6 +154,7 @@ LANGUAGES = [
     ("en", _("English")),
 ]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+FORMAT_MODULE_PATH = ["bizsite.formats"]
 
 TIME_ZONE = "Asia/Taipei"
 USE_I18N = True
