@@ -5,8 +5,11 @@ import sys
 
 
 def main():
-    """Run administrative tasks."""
-    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bizsite.settings')
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bizsite.settings")
+    if sys.argv[1:2] == ["test"]:
+        # The test suite needs no real secret; production refuses to start
+        # without SECRET_KEY (see bizsite/settings.py).
+        os.environ.setdefault("SECRET_KEY", "test-suite-only-not-a-real-secret")
     try:
         from django.core.management import execute_from_command_line
     except ImportError as exc:
@@ -18,5 +21,5 @@ def main():
     execute_from_command_line(sys.argv)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

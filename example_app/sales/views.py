@@ -57,7 +57,7 @@ def sales_analysis(request):
 def customer_list(request):
     query = request.GET.get("q", "").strip()
     city = request.GET.get("city", "").strip()
-    customers = Customer.objects.annotate(order_count=Count("orders"))
+    customers = Customer.objects.annotate(order_count=Count("orders")).order_by("company", "name", "pk")
     if query:
         customers = customers.filter(
             Q(name__icontains=query)
