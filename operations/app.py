@@ -1,0 +1,375 @@
+"""The application: its account, release layout, environment, source, `.venv` and database schema."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
+from pyinfra.operations import server
+
+from .common import JsonState, PathStates, config_file, env_prefix, render, sh
+from .python_env import tool_env
+from .settings import Settings
+
+COMPLETE = ".djdeploy-complete"
+MIGRATED = ".djdeploy-migrated"
+PATHS = ".djdeploy-paths.json"
+POETRY_CACHE = "/var/cache/djdeploy/poetry"
+
+# The commit a run deploys, per host: fixed for the rest of the run once known, so that the
+# run executes what its preview showed even if the branch moves meanwhile.
+_targets: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live on the server (Capistrano's layout: releases side by side)."""
+
+    s: Settings
+
+    @property
+    def base(self) -> str:
+        return self.s.base_dir
+
+    @property
+    def releases(self) -> str:
+        return f"{self.base}/releases"
+
+    @property
+    def shared(self) -> str:
+        return f"{self.base}/shared"
+
+    @property
+    def current(self) -> str:
+        return f"{self.base}/current"
+
+    @property
+    def mirror(self) -> str:
+        return f"{self.base}/repo.git"
+
+    def release(self, commit: str) -> str:
+        return f"{self.releases}/{commit[:12]}"
+
+    def project(self, release: str) -> str:
+        return f"{release}/{self.s.project_subdir}".rstrip("/")
+
+    def env_files(self) -> list[str]:
+        """The environment files of the app, in order; `-` marks optional ones (systemd)."""
+        c = self.s.config_dir
+        return [f"{c}/app.env", f"{c}/secret_key.env", f"-{c}/database.env", f"-{c}/secrets.env"]
+
+    @property
+    def dirs(self) -> dict[str, tuple[str, str, int]]:
+        """Each folder with its owner, group and mode. The app may write data and media only."""
+        app = self.s.app_name
+        return {
+            self.base: ("root", "root", 0o755),
+            self.releases: ("root", "root", 0o755),
+            self.shared: ("root", "root", 0o755),
+            f"{self.shared}/data": (app, app, 0o750),
+            f"{self.shared}/media": (app, app, 0o755),
+            f"{self.shared}/static": (app, app, 0o755),
+            f"{self.shared}/backups": ("root", "root", 0o700),
+            self.s.config_dir: ("root", app, 0o750),
+            POETRY_CACHE: ("root", "root", 0o700),
+        }
+
+
+def run_as_app(s: Settings, project: str, command: str) -> str:
+    """`command` in `project`, as the app user, with exactly the service's environment."""
+    props = [f"WorkingDirectory={project}"] + [f"EnvironmentFile={f}" for f in Layout(s).env_files()]
+    return (
+        "systemd-run --quiet --pipe --wait --collect --service-type=exec "
+        + sh(f"--uid={s.app_name}", f"--gid={s.app_name}")
+        + " " + " ".join("-p " + shlex.quote(p) for p in props) + " " + command
+    )
+
+
+def manage_command(s: Settings, project: str, args: str) -> str:
+    """`manage.py <args>` of the release in `project` (runbook B5, U4)."""
+    return run_as_app(s, project, sh(f"{project}/.venv/bin/python", "manage.py") + " " + args)
+
+
+# -- which commit ---------------------------------------------------------------------------
+
+
+class MirrorCommit(FactBase):
+    """
+    The commit `revision` names in the server's mirror of the repository, after fetching it;
+    empty when there is no mirror yet, `MISSING` when the revision does not exist.
+    """
+
+    def command(self, mirror: str, revision: str) -> str:
+        m = sh(mirror)
+        return (
+            f"[ -d {m} ] || exit 0; "
+            f"git -C {m} fetch -q --prune --tags origin '+refs/heads/*:refs/heads/*' && "
+            f"{{ git -C {m} rev-parse --verify -q {sh(revision + '^{commit}')} || echo MISSING; }}"
+        )
+
+    def process(self, output):
+        return output[0].strip() if output else ""
+
+
+def local_commit(repo: str, revision: str) -> str:
+    """The commit `revision` names in a git repository on the controller (`upload` mode)."""
+    result = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "-q", f"{revision}^{{commit}}"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise OperationError(f"revision: {revision!r} does not exist in {repo}")
+    return result.stdout.strip()
+
+
+def target_commit(s: Settings) -> str | None:
+    """The commit this run deploys; None while it cannot be known yet (no mirror on the server)."""
+    if host.name in _targets:
+        return _targets[host.name]
+    if s.source_mode == "upload":
+        commit = local_commit(s.repo_url, s.revision)
+    else:
+        commit = host.get_fact(MirrorCommit, mirror=Layout(s).mirror, revision=s.revision)
+        if commit == "MISSING":
+            raise OperationError(f"revision: {s.revision!r} does not exist in {s.repo_url}")
+        if not commit:
+            return None
+    _targets[host.name] = commit
+    return commit
+
+
+# -- operations -----------------------------------------------------------------------------
+
+
+@operation()
+def account(s: Settings):
+    """
+    A system user and group for the app, without a login shell or a home of its own.
+
+    + s: settings
+    """
+    yield from server.group._inner(group=s.app_name, system=True)
+    yield from server.user._inner(user=s.app_name, group=s.app_name, home=Layout(s).base,
+                                  shell="/usr/sbin/nologin", system=True, create_home=False)
+
+
+@operation()
+def layout(s: Settings):
+    """
+    The release layout (`releases/`, `shared/`), the config folder and caches, owned so that
+    the app can write its data and media but not its code.
+
+    + s: settings
+    """
+    dirs = Layout(s).dirs
+    current = host.get_fact(PathStates, paths=list(dirs))
+    changed = False
+    for path, (user, group, mode) in dirs.items():
+        have = current.get(path)
+        if have is None:
+            yield sh("install", "-d", "-o", user, "-g", group, "-m", f"{mode:o}", path)
+        elif (have["user"], have["group"], have["mode"]) != (user, group, mode):
+            yield sh("chown", f"{user}:{group}", path) + " && " + sh("chmod", f"{mode:o}", path)
+        else:
+            continue
+        changed = True
+    if not changed:
+        host.noop("release layout is in place")
+
+
+@operation()
+def environment(s: Settings):
+    """
+    The app's environment files (runbook B3), outside the code, readable by root and the app
+    group only: settings in `app.env`, secrets in their own files, never printed.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    names = s.server_names or [host.name]
+    https = s.tls != "off"
+    origins = [f"{'https' if https else 'http'}://{n}" for n in names if n not in ("_",) and "*" not in n]
+    variables = {
+        "DJANGO_SETTINGS_MODULE": s.settings_module,
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": ",".join([*names, "localhost", "127.0.0.1"]),
+        "CSRF_TRUSTED_ORIGINS": ",".join(origins),
+        "DATA_DIR": f"{lay.shared}/data",
+        "STATIC_ROOT": f"{lay.shared}/static",
+        "MEDIA_ROOT": f"{lay.shared}/media",
+        "HTTPS": "true" if https else "false",
+    }
+    if s.database == "sqlite":
+        variables["DATABASE_URL"] = f"sqlite:///{lay.shared}/data/db.sqlite3"
+    variables.update({k: str(v) for k, v in s.env.items()})
+    yield from config_file._inner(
+        path=f"{s.config_dir}/app.env", content=render("app.env.j2", app_name=s.app_name,
+                                                       variables=variables),
+        group=s.app_name, mode=0o640)
+    secrets = dict(s.secret_env)
+    if s.database == "url":
+        secrets["DATABASE_URL"] = s.database_url
+    secrets_path = f"{s.config_dir}/secrets.env"
+    if secrets:
+        yield from config_file._inner(
+            path=secrets_path, content=render("app.env.j2", app_name=s.app_name, variables=secrets),
+            group=s.app_name, mode=0o640, secret=True)
+    key_file = f"{s.config_dir}/secret_key.env"
+    present = host.get_fact(PathStates, paths=[key_file, secrets_path])
+    if secrets_path in present and not secrets:
+        yield sh("rm", "-f", secrets_path)
+    if key_file not in present:
+        # Made on the server, once: the key never travels and survives every later deploy.
+        yield (f"umask 077 && printf 'SECRET_KEY=%s\\n' \"$(head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_')\""
+               f" > {sh(key_file)} && " + sh("chgrp", s.app_name, key_file) + " && "
+               + sh("chmod", "640", key_file))
+
+
+class ReleaseState(JsonState):
+    """
+    Whether a release folder exists and is complete, and where its Django project keeps
+    static and media files.
+    """
+
+    def command(self, release: str, project: str) -> str:
+        r, p = sh(release), sh(f"{project}/{PATHS}")
+        return (
+            f"if [ -f {r}/{COMPLETE} ]; then printf '{{\"state\":\"complete\",\"paths\":%s}}\\n' "
+            f"\"$(cat {p} 2>/dev/null || echo null)\"; "
+            f"elif [ -e {r} ]; then echo '{{\"state\":\"partial\"}}'; fi"
+        )
+
+
+def source_commands(s: Settings, commit: str | None, release: str):
+    """Commands that put the code of `commit` into `release` (a fresh folder)."""
+    lay = Layout(s)
+    if s.source_mode == "git":
+        yield f"git -C {sh(lay.mirror)} archive --format=tar {sh(commit or s.revision)} | tar -x -C {sh(release)}"
+        return
+    archive = tempfile.NamedTemporaryFile(prefix="djdeploy-", suffix=".tar", delete=False)
+    subprocess.run(["git", "-C", s.repo_url, "archive", "--format=tar", "-o", archive.name, commit],
+                   check=True)
+    remote = f"/tmp/djdeploy-{commit[:12]}.tar"
+    yield FileUploadCommand(archive.name, remote, remote_temp_filename=host.get_temp_filename(remote))
+    yield f"tar -x -C {sh(release)} -f {sh(remote)} && rm -f {sh(remote)}"
+
+
+@operation()
+def source(s: Settings):
+    """
+    A mirror of the repository on the server (`git` mode), fetched fresh every run, so the
+    revision to deploy is known before anything is built.
+
+    + s: settings
+    """
+    if s.source_mode != "git":
+        host.noop("source is uploaded from the controller")
+        return
+    lay = Layout(s)
+    if target_commit(s) is not None:
+        host.noop(f"{s.revision} is commit {target_commit(s)[:12]}")
+        return
+    ssh = {}
+    if s.deploy_key:
+        ssh["GIT_SSH_COMMAND"] = f"ssh -i {s.config_dir}/deploy_key -o StrictHostKeyChecking=accept-new"
+    yield env_prefix(ssh) + sh("git", "clone", "-q", "--mirror", s.repo_url, lay.mirror)
+    if ssh:
+        yield sh("git", "-C", lay.mirror, "config", "core.sshCommand", ssh["GIT_SSH_COMMAND"])
+
+
+@operation()
+def release(s: Settings):
+    """
+    The release folder for the target commit, built completely or not at all: the code, the
+    runbook's `.venv` in the Django project root (R6, R7) made by pyenv's Python with
+    `-m venv` and filled by Poetry from the lock (B4), and the static files (B7).
+
+    + s: settings
+    """
+    lay = Layout(s)
+    commit = target_commit(s)
+    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
+    project = lay.project(rel)
+    have = host.get_fact(ReleaseState, release=rel, project=project) if commit else {}
+    if have.get("state") == "complete":
+        host.noop(f"release {commit[:12]} is built")
+        return
+    yield sh("rm", "-rf", rel) + " && " + sh("mkdir", "-p", rel)
+    yield from source_commands(s, commit, rel)
+    yield f"printf '%s\\n' {sh(commit or s.revision)} > {sh(project + '/REVISION')}"
+    yield sh(s.python_bin, "-m", "venv", f"{project}/.venv")
+    only = ",".join(["main", *s.poetry_groups])
+    extras = [w for e in s.poetry_extras for w in ("--extras", e)]
+    env = {**tool_env(s.package_index_url), "POETRY_VIRTUALENVS_IN_PROJECT": "true",
+           "POETRY_CACHE_DIR": POETRY_CACHE, "POETRY_CONFIG_DIR": "/opt/poetry/config"}
+    yield (f"cd {sh(project)} && " + env_prefix(env)
+           + sh("poetry", "sync", "--no-interaction", "--no-ansi", "--no-root", "--only", only, *extras))
+    yield f"chown -R root:root {sh(rel)} && chmod -R u+rwX,go+rX,go-w {sh(rel)}"
+    paths = ("import json, django; django.setup(); from django.conf import settings as s; "
+             "print(json.dumps({'static': str(s.STATIC_ROOT), 'media': str(s.MEDIA_ROOT), "
+             "'static_url': s.STATIC_URL, 'media_url': s.MEDIA_URL}))")
+    yield (run_as_app(s, project, sh(f"{project}/.venv/bin/python", "-c", paths))
+           + f" > {sh(project + '/' + PATHS)}")
+    yield manage_command(s, project, "collectstatic --noinput -v 0")
+    yield f"touch {sh(rel + '/' + COMPLETE)}"
+
+
+class MigratedState(FactBase):
+    """
+    Whether the target release's migrations were applied by a deploy.
+    """
+
+    def command(self, release: str) -> str:
+        return f"[ -f {sh(release + '/' + MIGRATED)} ] && echo yes || true"
+
+    def process(self, output):
+        return bool(output and output[0].strip() == "yes")
+
+
+@operation()
+def migrate(s: Settings):
+    """
+    The database schema of the target release (`manage.py migrate`, B5/U4), then the extra
+    management commands from the settings.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    commit = target_commit(s)
+    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
+    if commit and host.get_fact(MigratedState, release=rel):
+        host.noop(f"migrations of {commit[:12]} are applied")
+        return
+    project = lay.project(rel)
+    yield manage_command(s, project, "migrate --noinput")
+    for command in s.manage_commands:
+        yield manage_command(s, project, command)
+    yield f"touch {sh(rel + '/' + MIGRATED)}"
+
+
+@operation()
+def manage_wrapper(s: Settings):
+    """
+    `/usr/local/bin/<app>-manage`: the current release's manage.py for operators, run as the
+    app user with the service's environment (for example `bizsite-manage createsuperuser`).
+
+    + s: settings
+    """
+    lay = Layout(s)
+    content = render("manage.sh.j2", app_name=s.app_name,
+                     project=lay.project(lay.current), env_files=lay.env_files())
+    yield from config_file._inner(path=f"/usr/local/bin/{s.app_name}-manage", content=content,
+                                  mode=0o755)
+
+
+def release_info(s: Settings) -> dict:
+    """State of the target release (for other steps that read its static/media paths)."""
+    commit = target_commit(s)
+    if not commit:
+        return {}
+    lay = Layout(s)
+    rel = lay.release(commit)
+    return host.get_fact(ReleaseState, release=rel, project=lay.project(rel))
+

@@ -1,0 +1,171 @@
+"""Gunicorn under systemd (runbook B8, B9): two slots side by side, so a release is started and
+health-checked before nginx sends it traffic, and the old one is stopped after it drains."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pyinfra import host
+from pyinfra.api import operation
+
+from .app import COMPLETE, Layout, target_commit
+from .common import FILES, FileDigests, JsonState, config_file, render, sh
+from .nginx import WEB_GROUP, apply_command, upstream_path
+from .settings import Settings
+
+HEALTH = "/usr/local/lib/djdeploy/health.py"
+SLOTS = ("a", "b")
+
+
+def unit_paths(s: Settings) -> dict[str, str]:
+    return {"service": f"/etc/systemd/system/{s.app_name}@.service",
+            "socket": f"/etc/systemd/system/{s.app_name}@.socket"}
+
+
+@operation()
+def units(s: Settings):
+    """
+    The hardened template units `<app>@.service` and `<app>@.socket` (one instance per slot;
+    the socket is 0660 for nginx's group only) and the health-gate script.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    context = dict(app_name=s.app_name, base=lay.base, subdir=s.project_subdir,
+                   env_files=lay.env_files(), timeout=s.gunicorn_timeout,
+                   postgresql=s.database == "postgresql", web_group=WEB_GROUP)
+    paths = unit_paths(s)
+    wanted = {paths["service"]: render("gunicorn.service.j2", **context),
+              paths["socket"]: render("gunicorn.socket.j2", **context)}
+    before = host.get_fact(FileDigests, paths=list(wanted))
+    for path, content in wanted.items():
+        yield from config_file._inner(path=path, content=content)
+    yield from config_file._inner(path=HEALTH, content=(FILES / "djdeploy_health.py").read_text())
+    if any(before.get(p, {}).get("sha256") != hashlib.sha256(c.encode()).hexdigest()
+           for p, c in wanted.items()):
+        yield "systemctl daemon-reload"
+
+
+def target_release(s: Settings) -> tuple[str | None, str]:
+    lay = Layout(s)
+    commit = target_commit(s)
+    return commit, (lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>")
+
+
+@operation()
+def config(s: Settings):
+    """
+    `gunicorn.conf.py` in the Django project root of the release (runbook B8).
+
+    + s: settings
+    """
+    lay = Layout(s)
+    commit, rel = target_release(s)
+    project = lay.project(rel)
+    content = render("gunicorn.conf.py.j2", app_name=s.app_name, revision=commit or s.revision,
+                     wsgi_app=s.wsgi_app, project=project, workers=s.gunicorn_workers,
+                     timeout=s.gunicorn_timeout)
+    yield from config_file._inner(path=f"{project}/gunicorn.conf.py", content=content)
+
+
+class Serving(JsonState):
+    """
+    Which release `current` and each slot point at, which slot nginx sends traffic to, and
+    whether each slot's Gunicorn runs.
+    """
+
+    def command(self, base: str, app: str, upstream: str) -> str:
+        b = sh(base)
+        return (
+            f"cur=$(readlink {b}/current); a=$(readlink {b}/slots/a); b=$(readlink {b}/slots/b); "
+            f"live=$(sed -n 's|.*/run/{app}/\\([ab]\\)\\.sock.*|\\1|p' {sh(upstream)} 2>/dev/null); "
+            f"sa=$(systemctl is-active {app}@a.service); sb=$(systemctl is-active {app}@b.service); "
+            "printf '{\"current\":\"%s\",\"a\":\"%s\",\"b\":\"%s\",\"live\":\"%s\","
+            "\"running\":{\"a\":\"%s\",\"b\":\"%s\"}}\\n' \"$cur\" \"$a\" \"$b\" \"$live\" \"$sa\" \"$sb\""
+        )
+
+
+def nginx_url(s: Settings) -> tuple[str, str, bool]:
+    """Where the health gate reaches the site through nginx: URL, Host header, HTTPS."""
+    names = [n for n in (s.server_names or [host.name]) if "*" not in n]
+    if s.tls != "off":
+        return f"https://127.0.0.1:{s.https_port}", names[0], True
+    return f"http://127.0.0.1:{s.http_port}", names[0], False
+
+
+def health_command(s: Settings, commit: str, slot: str | None = None) -> str:
+    args = ["--path", s.health_check_path, "--revision", commit, "--timeout", s.health_timeout]
+    if slot:
+        args += ["--socket", f"/run/{s.app_name}/{slot}.sock"]
+    else:
+        url, name, https = nginx_url(s)
+        args += ["--url", url, "--host", name] + (["--https"] if https else [])
+    return sh(s.python_bin, HEALTH, *args)
+
+
+@operation()
+def serve(s: Settings):
+    """
+    The target release serving traffic, health-gated: it starts in the idle slot, must answer
+    the health path and name its revision before nginx is switched to it, and again through
+    nginx after; otherwise traffic stays on (or returns to) the previous release and the run
+    fails. The old slot is stopped once nginx's old workers have drained.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    commit, rel = target_release(s)
+    app = s.app_name
+    now = host.get_fact(Serving, base=lay.base, app=app, upstream=upstream_path(s))
+    live = now.get("live") or "a"
+    live_ok = now.get("running", {}).get(live) == "active"
+    set_current = (f"ln -sfn {sh(rel)} {sh(lay.current)}.new && "
+                   f"mv -T {sh(lay.current)}.new {sh(lay.current)}")
+    if commit and now.get(live) == rel and live_ok:
+        if now.get("current") == rel:
+            host.noop(f"release {commit[:12]} serves in slot {live}")
+        else:
+            yield set_current
+        return
+
+    yield f"test -f {sh(rel + '/' + COMPLETE)} || {{ echo 'release {rel} is incomplete' >&2; exit 1; }}"
+    slot = live if not (live_ok and now.get(live)) else SLOTS[1 - SLOTS.index(live)]
+    unit = f"{app}@{slot}"
+    yield (f"mkdir -p {sh(lay.base + '/slots')} && ln -sfn {sh(rel)} {sh(lay.base)}/slots/{slot}.new && "
+           f"mv -T {sh(lay.base)}/slots/{slot}.new {sh(lay.base)}/slots/{slot}")
+    yield f"systemctl stop {unit}.service && systemctl start {unit}.socket {unit}.service"
+    give_up = (f"{{ systemctl stop {unit}.service {unit}.socket; "
+               f"journalctl -u {unit}.service -n 15 --no-pager -o cat >&2; exit 1; }}")
+    yield health_command(s, commit or s.revision, slot) + " || " + give_up
+    yield f"systemctl enable -q {unit}.socket {unit}.service"
+    if slot != live:
+        old = f"{app}@{live}"
+        upstream = upstream_path(s)
+        switch_to = render("nginx-upstream.conf.j2", app_name=app, slot=slot)
+        back_to = render("nginx-upstream.conf.j2", app_name=app, slot=live)
+        yield from config_file._inner(path=upstream + ".djdeploy-new", content=switch_to)
+        yield apply_command(upstream, upstream + ".djdeploy-new", None)
+        revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
+                  f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
+                  "echo 'traffic returned to the previous release' >&2; exit 1; }")
+        yield health_command(s, commit or s.revision) + " || " + revert
+        yield set_current
+        yield sh(s.python_bin, HEALTH, "--drain", "10")
+        yield (f"systemctl disable -q {old}.socket {old}.service && "
+               f"systemctl stop {old}.service {old}.socket")
+    else:
+        yield health_command(s, commit or s.revision)
+        yield set_current
+
+
+@operation()
+def restarted(s: Settings):
+    """
+    The live slot restarted (its config or units changed); connections wait in the socket.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    now = host.get_fact(Serving, base=lay.base, app=s.app_name, upstream=upstream_path(s))
+    live = now.get("live") or "a"
+    yield f"systemctl restart {s.app_name}@{live}.service"

@@ -1,0 +1,258 @@
+"""The deploy's settings: one typed, documented schema, validated before any host is touched."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+WSGI_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(:[A-Za-z_][A-Za-z0-9_]*)?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+HOST_NAME_RE = re.compile(r"^(\*\.)?[A-Za-z0-9][A-Za-z0-9.-]*$")
+SIZE_RE = re.compile(r"^\d+[kKmMgG]?$")
+REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
+
+
+class SettingsError(ValueError):
+    """A setting has a value that is not allowed. The message names it and says what is."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    kind: type | tuple = str
+    allowed: str = ""
+    check: Callable[[Any], bool] | None = None
+    secret: bool = False
+
+
+def _regex(pattern: re.Pattern) -> Callable[[Any], bool]:
+    return lambda value: bool(pattern.match(value))
+
+
+def _port(value: int) -> bool:
+    return 1 <= value <= 65535
+
+
+def _choice(*options: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value in options), "one of " + ", ".join(repr(o) for o in options)
+
+
+def _every(pattern: re.Pattern) -> Callable[[Any], bool]:
+    return lambda values: all(isinstance(v, str) and pattern.match(v) for v in values)
+
+
+def _env_mapping(values: dict) -> bool:
+    return all(ENV_NAME_RE.match(k) and isinstance(v, (str, int)) for k, v in values.items())
+
+
+def _not_blank(value: str) -> bool:
+    return bool(value.strip())
+
+
+SOURCE_MODE = _choice("git", "upload")
+DATABASE = _choice("sqlite", "postgresql", "url")
+TLS = _choice("off", "self-signed", "files")
+
+SCHEMA: tuple[Setting, ...] = (
+    # The application
+    Setting("app_name", "bizsite", "Name of the site: system user and group, folder "
+            "`/srv/<app_name>`, systemd units and nginx site are named after it.",
+            allowed="lower-case letters, digits and _, starting with a letter, at most 31 characters",
+            check=_regex(NAME_RE)),
+    Setting("repo_url", "", "Git repository of the application (`git` mode: cloned on the server; "
+            "`upload` mode: a local path or URL the controller can read).",
+            allowed="a non-empty git URL or path", check=_not_blank),
+    Setting("revision", "main", "Branch, tag or commit to deploy.",
+            allowed="a git branch, tag or commit name", check=_regex(REF_RE)),
+    Setting("source_mode", "git", "`git`: the server clones `repo_url` itself. `upload`: the controller "
+            "packs `revision` from `repo_url` and uploads it (servers without access to the git host).",
+            allowed=SOURCE_MODE[1], check=SOURCE_MODE[0]),
+    Setting("deploy_key", "", "Path on the controller to an SSH private key the server uses to clone "
+            "`repo_url` (`git` mode). Uploaded readable by root only; never printed.", secret=True),
+    Setting("project_subdir", "", "Folder of the Django project (where `manage.py` is) inside the "
+            "repository; empty for the repository root.",
+            allowed="a relative path without `..`",
+            check=lambda v: not v.startswith("/") and ".." not in v.split("/")),
+    Setting("settings_module", "bizsite.settings", "`DJANGO_SETTINGS_MODULE` of the project.",
+            allowed="a dotted Python module path", check=_regex(MODULE_RE)),
+    Setting("wsgi_app", "bizsite.wsgi:application", "WSGI application Gunicorn serves.",
+            allowed="`module.path:callable`", check=_regex(WSGI_RE)),
+    Setting("poetry_groups", [], "Extra Poetry dependency groups to install besides `main`.",
+            kind=list, allowed="a list of group names", check=_every(ENV_NAME_RE)),
+    Setting("poetry_extras", [], "Poetry extras to install (some projects keep gunicorn in an extra).",
+            kind=list, allowed="a list of extra names", check=_every(re.compile(r"^[A-Za-z0-9_.-]+$"))),
+    Setting("env", {}, "Extra environment variables for the application (not secret).",
+            kind=dict, allowed="a mapping of NAME to string", check=_env_mapping),
+    Setting("secret_env", {}, "Extra secret environment variables; kept in a root-only file and "
+            "never printed.", kind=dict, allowed="a mapping of NAME to string", check=_env_mapping,
+            secret=True),
+    Setting("manage_commands", [], "Management commands to run after `migrate` on every deploy, for "
+            "example `createcachetable`.", kind=list, allowed="a list of command lines",
+            check=lambda v: all(isinstance(c, str) and c.strip() for c in v)),
+    # Runtime: Python (runbook R3-R7)
+    Setting("python_version", "3.10.6", "CPython version pyenv builds (runbook R3).",
+            allowed="a version like 3.10.6", check=_regex(VERSION_RE)),
+    Setting("pyenv_git_url", "https://github.com/pyenv/pyenv.git", "Where the server clones pyenv from.",
+            allowed="a non-empty git URL", check=_not_blank),
+    Setting("pyenv_ref", "v2.6.30", "pyenv tag or commit to check out.",
+            allowed="a git tag, branch or commit", check=_regex(REF_RE)),
+    Setting("pyenv_root", "/opt/pyenv", "System-wide pyenv root.",
+            allowed="an absolute path", check=lambda v: v.startswith("/")),
+    Setting("python_build_mirror_url", "", "`PYTHON_BUILD_MIRROR_URL` for pyenv: a mirror serving "
+            "CPython tarballs by their sha256 (python.org unreachable)."),
+    Setting("python_build_env", {}, "Extra environment for `pyenv install` (for example "
+            "`_PYTHON_BUILD_FORCE_SKIP_XZ: \"1\"` when the mirror serves .tgz files).",
+            kind=dict, allowed="a mapping of NAME to string", check=_env_mapping),
+    Setting("python_source_tarball", "", "Path on the controller to a CPython source tarball "
+            "(`Python-X.Y.Z.tgz`); uploaded into pyenv's cache, pyenv still verifies its checksum."),
+    Setting("poetry_version", "2.5.1", "Poetry version, installed in its own venv under `/opt/poetry`.",
+            allowed="a version like 2.5.1", check=_regex(VERSION_RE)),
+    Setting("package_index_url", "", "A PyPI-compatible *simple* index (internal mirror: Nexus, "
+            "Artifactory, devpi). Used by pip and, via `poetry-plugin-pypi-mirror`, by Poetry. "
+            "Empty: the public index.", allowed="empty or an http(s) URL",
+            check=lambda v: v == "" or v.startswith(("http://", "https://"))),
+    Setting("extra_ca_certificates", [], "Paths on the controller of PEM CA certificates the servers "
+            "must trust (corporate proxy, internal mirror).", kind=list,
+            allowed="a list of file paths", check=lambda v: all(isinstance(p, str) and p for p in v)),
+    Setting("apt_packages", [], "Extra Debian packages to install.", kind=list,
+            allowed="a list of package names", check=_every(re.compile(r"^[a-z0-9][a-z0-9+.-]+$"))),
+    # Database (runbook B3, B5)
+    Setting("database", "sqlite", "`sqlite`: a file in `shared/data`. `postgresql`: PostgreSQL "
+            "installed on this server, role and password made here. `url`: an existing server given "
+            "by `database_url`.", allowed=DATABASE[1], check=DATABASE[0]),
+    Setting("database_url", "", "`DATABASE_URL` when `database` is `url`; never printed.", secret=True),
+    Setting("migrate_once", True, "Run `migrate` on the first server only (servers share a database).",
+            kind=bool),
+    # Web: Gunicorn and nginx (runbook B7-B9)
+    Setting("server_names", [], "Host names nginx answers for (`server_name`) and Django's "
+            "`ALLOWED_HOSTS`; requests for other names are dropped. Empty: the server's inventory name.",
+            kind=list, allowed="a list of host names, at least one without a wildcard",
+            check=lambda v: _every(HOST_NAME_RE)(v) and (not v or any("*" not in n for n in v))),
+    Setting("http_port", 80, "Port nginx listens on for HTTP.", kind=int,
+            allowed="a port number from 1 to 65535", check=_port),
+    Setting("https_port", 443, "Port nginx listens on for HTTPS (with `tls` on).", kind=int,
+            allowed="a port number from 1 to 65535", check=_port),
+    Setting("tls", "off", "`off`; `self-signed`: a certificate made on the server; `files`: "
+            "`tls_certificate` and `tls_key` from the controller.", allowed=TLS[1], check=TLS[0]),
+    Setting("tls_certificate", "", "Path on the controller of the PEM certificate chain (`tls: files`)."),
+    Setting("tls_key", "", "Path on the controller of the PEM private key (`tls: files`); uploaded "
+            "readable by root only.", secret=True),
+    Setting("client_max_body_size", "10m", "Largest request body nginx accepts.",
+            allowed="a size like 10m, 512k or 1g", check=_regex(SIZE_RE)),
+    Setting("gunicorn_workers", 0, "Gunicorn worker processes; 0 means 2 x cores + 1.", kind=int,
+            allowed="a whole number from 0 to 64", check=lambda v: 0 <= v <= 64),
+    Setting("gunicorn_timeout", 30, "Seconds before a silent worker is restarted.", kind=int,
+            allowed="a whole number from 1 to 3600", check=lambda v: 1 <= v <= 3600),
+    Setting("health_check_path", "/healthz/", "Path that answers 200 when the site works; gates "
+            "every switch.", allowed="a path starting with /", check=lambda v: v.startswith("/")),
+    Setting("health_timeout", 30, "Seconds a new release has to become healthy.", kind=int,
+            allowed="a whole number from 1 to 600", check=lambda v: 1 <= v <= 600),
+    # Releases (update, rollback)
+    Setting("keep_releases", 5, "Good releases kept on the server.", kind=int,
+            allowed="a whole number from 2 to 100", check=lambda v: 2 <= v <= 100),
+)
+
+BY_NAME = {s.name: s for s in SCHEMA}
+
+# Keys pyinfra itself reads from host data (connection settings), allowed next to ours.
+PYINFRA_KEYS = re.compile(r"^(ssh_|_|sandbox_)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings of one host, plus the paths derived from them."""
+
+    values: dict = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def base_dir(self) -> str:
+        return f"/srv/{self.app_name}"
+
+    @property
+    def config_dir(self) -> str:
+        return f"/etc/{self.app_name}"
+
+    @property
+    def python_bin(self) -> str:
+        return f"{self.pyenv_root}/versions/{self.python_version}/bin/python"
+
+
+def _type_name(kind) -> str:
+    return {str: "a string", int: "a whole number", bool: "true or false", list: "a list",
+            dict: "a mapping"}[kind]
+
+
+def validate(data: dict, where: str = "settings") -> Settings:
+    """Check `data` against the schema; return Settings or raise one SettingsError naming the key."""
+    problems = []
+    for key in data:
+        if key not in BY_NAME and not PYINFRA_KEYS.match(key):
+            close = [n for n in BY_NAME if n.split("_")[0] == key.split("_")[0]]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{key}: unknown setting{hint}")
+    values = {}
+    for setting in SCHEMA:
+        value = data.get(setting.name, setting.default)
+        if isinstance(value, (list, dict)):
+            value = type(value)(value)
+        ok_type = isinstance(value, setting.kind) and not (setting.kind is int and isinstance(value, bool))
+        if not ok_type:
+            shown = "(hidden)" if setting.secret else repr(value)
+            problems.append(f"{setting.name}: {shown} is not {_type_name(setting.kind)}; "
+                            f"allowed: {setting.allowed or _type_name(setting.kind)}")
+            continue
+        if setting.check and not setting.check(value):
+            shown = "(hidden)" if setting.secret else repr(value)
+            problems.append(f"{setting.name}: {shown} is not allowed; allowed: {setting.allowed}")
+            continue
+        values[setting.name] = value
+    if not problems:
+        problems += _cross_checks(values)
+    if problems:
+        raise SettingsError(f"{where}: " + "; ".join(problems))
+    return Settings(values)
+
+
+def _cross_checks(values: dict) -> list[str]:
+    problems = []
+    if values["database"] == "url" and not values["database_url"].strip():
+        problems.append("database_url: empty; allowed: a URL such as postgres://user:pass@host/db "
+                        "when database is 'url'")
+    if values["tls"] == "files" and not (values["tls_certificate"] and values["tls_key"]):
+        problems.append("tls_certificate, tls_key: both are needed when tls is 'files'")
+    if values["tls"] != "off" and values["https_port"] == values["http_port"]:
+        problems.append("https_port: must differ from http_port")
+    return problems
+
+
+def markdown_table() -> str:
+    """The README's settings table, from the schema itself."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for s in SCHEMA:
+        default = f"`{s.default!r}`" if s.default not in ("", [], {}) else "(empty)"
+        rows.append(f"| `{s.name}` | {default} | {s.help} |")
+    return "\n".join(rows)
+
+
+def from_host(host) -> Settings:
+    """The validated settings of a pyinfra host (its host and group data, `--data` included)."""
+    try:
+        return validate(host.data.dict(), where=host.name)
+    except SettingsError as error:
+        raise SystemExit(f"Settings error, nothing was changed. {error}") from None
+
+
+if __name__ == "__main__":
+    print(markdown_table())
