@@ -223,16 +223,10 @@ class Sandbox:
 
     # -- servers -----------------------------------------------------------
     def servers(self) -> list[Server]:
-        if not self._engine_available_quietly():
-            return []
         return sorted(
             (self._server_from(c) for c in self._containers()),
             key=lambda s: (len(s.name), s.name),
         )
-
-    def _engine_available_quietly(self) -> bool:
-        self.engine  # raises a clear error when there is no engine at all
-        return True
 
     def server(self, name: str) -> Server:
         return self._server_from(self._container(name))
@@ -288,6 +282,18 @@ class Sandbox:
         container.put_archive("/", _tar_bytes(entries))
         return container
 
+    def _create_and_start(self, name: str, os_name: str, image: str | None) -> None:
+        for attempt in range(3):
+            container = self._create(name, os_name, image)
+            try:
+                container.start()
+                return
+            except docker.errors.APIError as exc:
+                container.remove(force=True)
+                if "address already in use" not in str(exc) or attempt == 2:
+                    raise SandboxError(f"cannot start {name}: {exc}") from None
+                # another process took one of the ports we picked: pick again
+
     def _after_boot(self, name: str) -> None:
         if ca_certificates():
             res = self.exec(name, "update-ca-certificates >/dev/null 2>&1")
@@ -296,9 +302,8 @@ class Sandbox:
 
     def add_server(self, name: str, os: str = "debian12", image: str | None = None) -> Server:
         """Create and boot one server from the base image (or a snapshot image)."""
-        container = self._create(name, os, image)
         self.log(f"starting {name} ({os})")
-        container.start()
+        self._create_and_start(name, os, image)
         self._wait_ready(name)
         self._after_boot(name)
         return self.server(name)
@@ -315,15 +320,14 @@ class Sandbox:
                 )
         started, created = [], []
         for name in names:
-            if name not in existing:
-                container = self._create(name, os, None)
-                created.append(name)
-            elif existing[name].state != "running":
-                container = self._container(name)
-            else:
+            if name in existing and existing[name].state == "running":
                 continue
             self.log(f"starting {name} ({os})")
-            container.start()
+            if name not in existing:
+                self._create_and_start(name, os, None)
+                created.append(name)
+            else:
+                self._container(name).start()
             started.append(name)
         for name in started:
             self._wait_ready(name)

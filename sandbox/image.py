@@ -78,7 +78,7 @@ echo Etc/UTC > /etc/timezone
 
 # units that make no sense in a container
 for unit in getty@tty1.service console-getty.service systemd-remount-fs.service \
-            serial-getty@console.service; do
+            serial-getty@console.service systemd-modules-load.service; do
     ln -sf /dev/null "/etc/systemd/system/$unit"
 done
 
@@ -158,6 +158,9 @@ def build_rootfs_tar(os_name: str, mirrors: AptMirrors, tag: str, log=print) -> 
     _run(["tar", "--numeric-owner", "-C", str(tree), "-cf", str(tmp), "."], logfile, "tar")
     tmp.rename(tar)
     shutil.rmtree(tree)
+    for old in images.glob(f"{os_name}-*.tar"):
+        if old != tar:  # an older build of the same OS: its inputs changed
+            old.unlink(missing_ok=True)
     log(f"base image tree built in {time.monotonic() - start:.0f}s")
     return tar
 
