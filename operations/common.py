@@ -128,6 +128,8 @@ def config_file(path: str, content: str, user: str = "root", group: str = "root"
         for line in content.splitlines():
             logger.info("  + %s", line)
     temp = f"{path}.djdeploy-new"
+    if not current:
+        yield sh("mkdir", "-p", str(Path(path).parent))
     yield FileUploadCommand(io.BytesIO(content.encode()), temp,
                             remote_temp_filename=host.get_temp_filename(path))
     yield StringCommand(sh("chown", f"{user}:{group}", temp), "&&", sh("chmod", f"{mode:o}", temp),

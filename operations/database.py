@@ -15,8 +15,8 @@ class PostgresReady(FactBase):
     Whether the app's PostgreSQL role and database exist and its DATABASE_URL file is written.
     """
 
-    def command(self, name: str, env_file: str) -> str:
-        query = f"SELECT 1 FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = '{name}' AND r.rolname = '{name}'"
+    def command(self, database: str, env_file: str) -> str:
+        query = f"SELECT 1 FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = '{database}' AND r.rolname = '{database}'"
         return (f"[ -f {sh(env_file)} ] && command -v psql >/dev/null && "
                 f"runuser -u postgres -- psql -tAc {sh(query)} 2>/dev/null || true")
 
@@ -37,7 +37,7 @@ def postgresql(s: Settings):
     if s.database != "postgresql":
         host.noop(f"database is {s.database}")
         return
-    if host.get_fact(PostgresReady, name=s.app_name, env_file=env_file):
+    if host.get_fact(PostgresReady, database=s.app_name, env_file=env_file):
         host.noop(f"PostgreSQL database {s.app_name} exists")
         return
     name = s.app_name
