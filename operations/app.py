@@ -152,7 +152,8 @@ def account(s: Settings):
     """
     yield from server.group._inner(group=s.app_name, system=True)
     yield from server.user._inner(user=s.app_name, group=s.app_name, home=Layout(s).base,
-                                  shell="/usr/sbin/nologin", system=True, create_home=False)
+                                  shell="/usr/sbin/nologin", system=True, create_home=False,
+                                  ensure_home=False)
 
 
 @operation()
