@@ -1,10 +1,12 @@
 # The two commands an operator needs: `make demo` and `make test`.
 PYTHON ?= python3
 VENV := .venv
-BIN := $(VENV)/bin
+BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
+# Poetry reads the same package index as this machine's pip (internal mirrors included).
+INDEX = $(shell $(BIN)/python -c "from sandbox.hostinfo import package_index_url; print(package_index_url())")
 
-.PHONY: demo test setup
+.PHONY: demo test setup example-app-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +19,15 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/python -m sandbox up --servers 1
 	$(BIN)/pyinfra -y inventory.py deploy.py
+	$(BIN)/python -m sandbox ssh sandbox-1 -- sudo bizsite-manage load_demo_data
 	$(BIN)/python -m sandbox status
+	@echo "Open the http URL above (the site answers to Host localhost)."
 
-test: setup
+example-app-test: setup
+	cd example_app && POETRY_PYPI_MIRROR_URL=$(INDEX) POETRY_VIRTUALENVS_IN_PROJECT=true \
+		$(BIN)/poetry install --no-interaction --no-root --quiet
+	cd example_app && .venv/bin/python manage.py test --verbosity 1
+
+# pytest exits 5 when it collected no test: make treats that as a failure too.
+test: example-app-test
 	$(BIN)/python -m pytest

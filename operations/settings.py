@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -199,9 +200,9 @@ def validate(data: dict, where: str = "settings") -> Settings:
     problems = []
     for key in data:
         if key not in BY_NAME and not PYINFRA_KEYS.match(key):
-            close = [n for n in BY_NAME if n.split("_")[0] == key.split("_")[0]]
+            close = difflib.get_close_matches(key, BY_NAME, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{key}: unknown setting{hint}")
+            problems.append(f"{key}: unknown setting{hint}; allowed: the settings in README.md")
     values = {}
     for setting in SCHEMA:
         value = data.get(setting.name, setting.default)
