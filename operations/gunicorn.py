@@ -46,9 +46,9 @@ def units(s: Settings):
         yield "systemctl daemon-reload"
 
 
-def target_release(s: Settings) -> tuple[str | None, str]:
+def target_release(s: Settings, commit: str | None = None) -> tuple[str | None, str]:
     lay = Layout(s)
-    commit = target_commit(s)
+    commit = commit or target_commit(s)
     return commit, (lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>")
 
 
@@ -104,7 +104,7 @@ def health_command(s: Settings, commit: str, slot: str | None = None) -> str:
 
 
 @operation()
-def serve(s: Settings):
+def serve(s: Settings, commit: str | None = None):
     """
     The target release serving traffic, health-gated: it starts in the idle slot, must answer
     the health path and name its revision before nginx is switched to it, and again through
@@ -112,15 +112,19 @@ def serve(s: Settings):
     fails. The old slot is stopped once nginx's old workers have drained.
 
     + s: settings
+    + commit: the release to serve; default the target revision's
     """
     lay = Layout(s)
-    commit, rel = target_release(s)
+    commit, rel = target_release(s, commit)
     app = s.app_name
     now = host.get_fact(Serving, base=lay.base, app=app, upstream=upstream_path(s))
     live = now.get("live") or "a"
     live_ok = now.get("running", {}).get(live) == "active"
-    set_current = (f"ln -sfn {sh(rel)} {sh(lay.current)}.new && "
-                   f"mv -T {sh(lay.current)}.new {sh(lay.current)}")
+    # `previous` remembers what `current` was: rollback's default target, never pruned.
+    set_current = (f"prev=$(readlink {sh(lay.current)}); "
+                   f"if [ -n \"$prev\" ] && [ \"$prev\" != {sh(rel)} ]; then "
+                   f"ln -sfn \"$prev\" {sh(lay.base)}/previous.new && mv -T {sh(lay.base)}/previous.new {sh(lay.base)}/previous; fi; "
+                   f"ln -sfn {sh(rel)} {sh(lay.current)}.new && mv -T {sh(lay.current)}.new {sh(lay.current)}")
     if commit and now.get(live) == rel and live_ok:
         if now.get("current") == rel:
             host.noop(f"release {commit[:12]} serves in slot {live}")

@@ -157,6 +157,13 @@ SCHEMA: tuple[Setting, ...] = (
     # Releases (update, rollback)
     Setting("keep_releases", 5, "Good releases kept on the server.", kind=int,
             allowed="a whole number from 2 to 100", check=lambda v: 2 <= v <= 100),
+    Setting("break_lock", False, "Take the deploy lock even though another run holds it (only "
+            "when that run is known to be gone).", kind=bool),
+    Setting("rollback_to", "", "rollback.py: the revision (commit or its first characters) to go "
+            "back to; empty for the release before the current one.",
+            allowed="empty or a commit id", check=lambda v: v == "" or bool(re.match(r"^[0-9a-f]{4,40}$", v))),
+    Setting("restore_backup", False, "rollback.py: also restore the database backup taken before "
+            "the update being undone (data written since is lost).", kind=bool),
 )
 
 BY_NAME = {s.name: s for s in SCHEMA}

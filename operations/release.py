@@ -1,0 +1,272 @@
+"""Around a release switch: the server lock, pre-flight checks, database backups, pruning old
+releases, and the audit log."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+
+from pyinfra import host, logger
+from pyinfra.api import BaseStateCallback, FactBase, OperationError, operation
+
+from .app import MIGRATED, Layout, manage_command, run_as_app, target_commit
+from .common import JsonState, sh
+from .settings import Settings
+
+CONTROLLER = f"{getpass.getuser()}@{socket.gethostname()}"
+RUN = {"by": CONTROLLER, "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def lock_path(s: Settings) -> str:
+    return f"{s.base_dir}/deploy.lock"
+
+
+def audit_path(s: Settings) -> str:
+    return f"{s.base_dir}/shared/audit.log"
+
+
+def backup_path(s: Settings, commit: str) -> str:
+    suffix = "dump" if s.database == "postgresql" else "sqlite3"
+    return f"{s.base_dir}/shared/backups/before-{commit[:12]}.{suffix}"
+
+
+class DeployLock(JsonState):
+    """
+    Who holds the deploy lock of the app, since when, doing what; empty when free.
+    """
+
+    def command(self, path: str) -> str:
+        return f"cat {sh(path)} 2>/dev/null || true"
+
+
+def _stale(holder: dict) -> bool:
+    """A lock taken by a process of this controller that no longer runs can be broken."""
+    if holder.get("by") != CONTROLLER or holder.get("pid") == RUN["pid"]:
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError):
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@operation(is_idempotent=False)
+def locked(s: Settings, action: str, break_lock: bool = False):
+    """
+    The app's deploy lock held by this run, so two updates never run at once. A lock left by a
+    process of this controller that died is broken; any other needs `break_lock`.
+
+    + s: settings
+    + action: what this run does, for whoever finds the lock
+    + break_lock: take the lock even if someone else holds it
+    """
+    path = lock_path(s)
+    holder = host.get_fact(DeployLock, path=path)
+    mine = {**RUN, "action": action}
+    if holder and holder.get("pid") != RUN["pid"] and not break_lock and not _stale(holder):
+        raise OperationError(
+            f"{s.app_name} is locked by {holder.get('by')} (pid {holder.get('pid')}) since "
+            f"{holder.get('since')}, doing: {holder.get('action')}. Wait for it, or set "
+            "break_lock: true if that run is gone."
+        )
+    take = f"( set -C; printf '%s\\n' {sh(json.dumps(mine))} > {sh(path)} ) 2>/dev/null"
+    if holder and holder.get("pid") != RUN["pid"]:
+        take = f"rm -f {sh(path)} && " + take
+    yield f"mkdir -p {sh(s.base_dir)} && {{ {take} || {{ echo \"locked by $(cat {sh(path)})\" >&2; exit 1; }}; }}"
+
+
+def unlock_command(s: Settings) -> str:
+    """Remove the lock if this run holds it."""
+    return (f"grep -q '\"pid\": {RUN['pid']},' {sh(lock_path(s))} 2>/dev/null && "
+            f"rm -f {sh(lock_path(s))} || true")
+
+
+def audit_line(s: Settings, action: str, from_rev: str, to_rev: str, result: str) -> str:
+    entry = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {CONTROLLER} {action} {from_rev[:12] or '-'} -> {to_rev[:12] or '-'} {result}"
+    return f"printf '%s\\n' {sh(entry)} >> {sh(audit_path(s))}"
+
+
+@operation(is_idempotent=False)
+def unlocked(s: Settings, action: str, from_rev: str, to_rev: str):
+    """
+    The lock released and the run written to the audit log.
+
+    + s: settings
+    + action, from_rev, to_rev: what the audit log records
+    """
+    yield audit_line(s, action, from_rev, to_rev, "ok")
+    yield unlock_command(s)
+
+
+class ReleaseOnFailure(BaseStateCallback):
+    """When any step fails on a host, release that host's lock and audit the failure."""
+
+    def __init__(self, s: Settings, action: str, from_rev: str, to_rev: str):
+        self.host_name = host.name
+        self.args = (s, action, from_rev, to_rev)
+
+    def operation_host_error(self, state, host_, op_hash, retry_count=0, max_retries=0):
+        s, action, from_rev, to_rev = self.args
+        if host_.name != self.host_name:
+            return
+        host_.run_shell_command(audit_line(s, action, from_rev, to_rev, "failed") + "; "
+                                + unlock_command(s), _sudo=True)
+
+
+class CurrentRevision(FactBase):
+    """
+    The commit the `current` release was built from; empty before the first deploy.
+    """
+
+    def command(self, base: str) -> str:
+        return f"cat {sh(base)}/current/REVISION 2>/dev/null || readlink {sh(base)}/current 2>/dev/null || true"
+
+    def process(self, output):
+        return output[0].strip().rsplit("/", 1)[-1] if output else ""
+
+
+@operation()
+def preflight(s: Settings):
+    """
+    Checks in the new release before it touches the database or takes traffic: Django's
+    deploy checks (errors fail, warnings are shown), the WSGI app imports, Gunicorn accepts
+    its config.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    commit = target_commit(s)
+    if commit and host.get_fact(CurrentRevision, base=lay.base) == commit:
+        host.noop(f"{commit[:12]} already serves")
+        return
+    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
+    project = lay.project(rel)
+    module, _, attr = s.wsgi_app.partition(":")
+    load = f"import importlib; getattr(importlib.import_module({module!r}), {attr or 'application'!r})"
+    yield manage_command(s, project, "check --deploy --fail-level ERROR")
+    yield run_as_app(s, project, sh(f"{project}/.venv/bin/python", "-c", load))
+    yield run_as_app(s, project, sh(f"{project}/.venv/bin/gunicorn", "--check-config", "-c",
+                                    "gunicorn.conf.py"))
+
+
+@operation()
+def backup(s: Settings):
+    """
+    A backup of the database before the new release migrates it: SQLite through its online
+    backup API, PostgreSQL with `pg_dump -Fc`; kept in `shared/backups` with the release.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    commit = target_commit(s)
+    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
+    if commit and host.get_fact(MigratedMarker, path=f"{rel}/{MIGRATED}"):
+        host.noop(f"{commit[:12]} is migrated already")
+        return
+    dest = backup_path(s, commit or s.revision)
+    if s.database == "sqlite":
+        db = f"{lay.shared}/data/db.sqlite3"
+        yield (f"if [ -f {sh(db)} ]; then sqlite3 {sh(db)} {sh(f'.backup {dest}.tmp')} && "
+               f"mv -f {sh(dest + '.tmp')} {sh(dest)} && chmod 600 {sh(dest)}; fi")
+    elif s.database == "postgresql":
+        yield (f"runuser -u postgres -- pg_dump -Fc {sh(s.app_name)} > {sh(dest + '.tmp')} && "
+               f"mv -f {sh(dest + '.tmp')} {sh(dest)} && chmod 600 {sh(dest)}")
+    else:
+        host.noop("database_url: back up the external database with its own tools")
+
+
+class MigratedMarker(FactBase):
+    """
+    Whether a file exists (a release's migrated marker).
+    """
+
+    def command(self, path: str) -> str:
+        return f"[ -e {sh(path)} ] && echo yes || true"
+
+    def process(self, output):
+        return bool(output and output[0].strip() == "yes")
+
+
+class Releases(JsonState):
+    """
+    The release folders (newest first, complete or not) and what `current` and `previous`
+    point at.
+    """
+
+    def command(self, base: str) -> str:
+        b = sh(base)
+        return (
+            f"cd {b}/releases 2>/dev/null || {{ echo '{{}}'; exit 0; }}; "
+            "list=$(ls -1t | while read r; do [ -f \"$r/.djdeploy-complete\" ] && c=true || c=false; "
+            "printf '{\"name\":\"%s\",\"complete\":%s},' \"$r\" \"$c\"; done); "
+            f"printf '{{\"releases\":[%s],\"current\":\"%s\",\"previous\":\"%s\",\"slots\":[\"%s\",\"%s\"]}}\\n' "
+            f"\"${{list%,}}\" \"$(readlink {b}/current)\" \"$(readlink {b}/previous)\" "
+            f"\"$(readlink {b}/slots/a)\" \"$(readlink {b}/slots/b)\""
+        )
+
+
+@operation()
+def pruned(s: Settings):
+    """
+    Only the last `keep_releases` good releases kept (never `current`, the one before it, or a
+    slot's), failed ones removed, and their backups with them.
+
+    + s: settings
+    """
+    lay = Layout(s)
+    info = host.get_fact(Releases, base=lay.base)
+    keep = {p.rsplit("/", 1)[-1] for p in (info.get("current"), info.get("previous"), *info.get("slots", [])) if p}
+    good = [r["name"] for r in info.get("releases", []) if r["complete"]]
+    keep |= set(good[: s.keep_releases])
+    doomed = [r["name"] for r in info.get("releases", []) if r["name"] not in keep]
+    if not doomed:
+        host.noop("no old releases to remove")
+        return
+    for name in doomed:
+        yield sh("rm", "-rf", f"{lay.releases}/{name}", f"{lay.shared}/backups/before-{name}.sqlite3",
+                 f"{lay.shared}/backups/before-{name}.dump")
+
+
+class UpdatePlan(JsonState):
+    """
+    What an update from one commit to another brings: subjects, commit count, whether
+    poetry.lock changes, and the migration files it adds.
+    """
+
+    def command(self, mirror: str, old: str, new: str, subdir: str) -> str:
+        g = f"git -C {sh(mirror)}"
+        prefix = f"{subdir}/" if subdir else ""
+        return (
+            f"[ -d {sh(mirror)} ] || {{ echo '{{}}'; exit 0; }}; "
+            f"subj() {{ {g} log -1 --format=%s \"$1\" 2>/dev/null | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g'; }}; "
+            f"n=$({g} rev-list --count {sh(old)}..{sh(new)} 2>/dev/null || echo '?'); "
+            f"{g} diff --quiet {sh(old)} {sh(new)} -- {sh(prefix + 'poetry.lock')} 2>/dev/null && lock=false || lock=true; "
+            f"mig=$({g} diff --name-only --diff-filter=A {sh(old)} {sh(new)} -- "
+            f"{sh(prefix + '*/migrations/0*.py')} 2>/dev/null | sed 's/.*/\"&\"/' | paste -sd, -); "
+            "printf '{\"old\":\"%s\",\"new\":\"%s\",\"commits\":\"%s\",\"lock_changes\":%s,\"migrations\":[%s]}\\n' "
+            f"\"$(subj {sh(old)})\" \"$(subj {sh(new)})\" \"$n\" \"$lock\" \"$mig\""
+        )
+
+
+def describe(s: Settings, old: str, new: str | None) -> None:
+    """Print what the update would do: the preview an operator reads before saying yes."""
+    if not new:
+        logger.info(f"{host.name}: update to {s.revision} (commit known once fetched)")
+        return
+    if old == new:
+        logger.info(f"{host.name}: {s.revision} = {new[:12]} already serves; nothing to update")
+        return
+    plan = host.get_fact(UpdatePlan, mirror=Layout(s).mirror, old=old or new, new=new,
+                         subdir=s.project_subdir) if s.source_mode == "git" else {}
+    migrations = ", ".join(m.rsplit("/", 1)[-1] for m in plan.get("migrations", [])) or "none"
+    logger.info(
+        f"{host.name}: update {old[:12] or '(nothing deployed)'} {plan.get('old', '')!r} -> "
+        f"{new[:12]} {plan.get('new', '')!r}; {plan.get('commits', '?')} commits; "
+        f"poetry.lock {'changes' if plan.get('lock_changes') else 'unchanged'}; "
+        f"new migrations: {migrations}"
+    )

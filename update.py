@@ -1,0 +1,35 @@
+"""Update to a new revision, the runbook's 更新作業 (U1-U5), without downtime:
+
+    pyinfra inventory.py update.py        (add --dry for a preview)
+
+The new release is built beside the running one, checked, the database backed up and migrated,
+then started in the idle Gunicorn slot and switched to only once it answers healthy. Any
+failure leaves the previous release serving, releases the lock and exits non-zero.
+"""
+
+from pyinfra import host, state
+
+from operations import app, gunicorn, release
+from operations.settings import from_host
+
+s = from_host(host)
+from_rev = host.get_fact(release.CurrentRevision, base=s.base_dir)
+if not from_rev:
+    raise SystemExit(f"{host.name}: nothing is deployed yet; run deploy.py first")
+to_rev = app.target_commit(s)
+release.describe(s, from_rev, to_rev)
+
+if to_rev != from_rev:
+    state.add_callback_handler(release.ReleaseOnFailure(s, "update", from_rev, to_rev or s.revision))
+    release.locked(name="Take the deploy lock", s=s, action=f"update to {s.revision}",
+                   break_lock=s.break_lock)
+    app.source(name=f"Fetch {s.revision} (U2)", s=s)
+    app.release(name="Build the release beside the running one: .venv, Poetry, static files (U2, U3)", s=s)
+    gunicorn.config(name="gunicorn.conf.py of the release", s=s)
+    release.preflight(name="Pre-flight: check --deploy, WSGI import, Gunicorn config", s=s)
+    release.backup(name="Back up the database", s=s, _run_once=s.migrate_once)
+    app.migrate(name="Migrate the database (U4)", s=s, _run_once=s.migrate_once)
+    gunicorn.serve(name="Start the release in the idle slot, health-gated switch (U1, U5)", s=s)
+    release.pruned(name=f"Keep the last {s.keep_releases} releases", s=s)
+    release.unlocked(name="Release the lock, write the audit log", s=s, action="update",
+                     from_rev=from_rev, to_rev=to_rev or s.revision)
