@@ -53,14 +53,15 @@ def target_release(s: Settings, commit: str | None = None) -> tuple[str | None, 
 
 
 @operation()
-def config(s: Settings):
+def config(s: Settings, commit: str | None = None):
     """
     `gunicorn.conf.py` in the Django project root of the release (runbook B8).
 
     + s: settings
+    + commit: the release; default the target revision's
     """
     lay = Layout(s)
-    commit, rel = target_release(s)
+    commit, rel = target_release(s, commit)
     project = lay.project(rel)
     content = render("gunicorn.conf.py.j2", app_name=s.app_name, revision=commit or s.revision,
                      wsgi_app=s.wsgi_app, project=project, workers=s.gunicorn_workers,
@@ -155,8 +156,9 @@ def serve(s: Settings, commit: str | None = None):
         yield health_command(s, commit or s.revision) + " || " + revert
         yield set_current
         yield sh(s.python_bin, HEALTH, "--drain", "10")
+        # The old slot finishes its requests in the background; the new one already serves.
         yield (f"systemctl disable -q {old}.socket {old}.service && "
-               f"systemctl stop {old}.service {old}.socket")
+               f"systemctl stop --no-block {old}.service {old}.socket")
     else:
         yield health_command(s, commit or s.revision)
         yield set_current

@@ -270,3 +270,80 @@ def describe(s: Settings, old: str, new: str | None) -> None:
         f"poetry.lock {'changes' if plan.get('lock_changes') else 'unchanged'}; "
         f"new migrations: {migrations}"
     )
+
+
+class RollbackTarget(JsonState):
+    """
+    The release a rollback returns to (`previous`, or the complete release whose commit starts
+    with `commit`), its full commit, and the migration files the current release has that it
+    lacks (they stay applied).
+    """
+
+    def command(self, base: str, subdir: str, commit: str) -> str:
+        b = sh(base)
+        project = f"/{subdir}" if subdir else ""
+        if commit:
+            pick = f"r=$(ls -d {b}/releases/{commit[:12]}* 2>/dev/null | head -1)"
+        else:
+            pick = f"r=$(readlink {b}/previous)"
+        return (
+            f"{pick}; [ -n \"$r\" ] && [ -f \"$r/.djdeploy-complete\" ] || {{ echo '{{}}'; exit 0; }}; "
+            f"c=$(readlink {b}/current); "
+            f"mig=$(cd \"$c{project}\" && ls */migrations/0*.py 2>/dev/null | while read m; do "
+            f"[ -e \"$r{project}/$m\" ] || printf '\"%s\",' \"$m\"; done); "
+            f"printf '{{\"release\":\"%s\",\"commit\":\"%s\",\"kept_migrations\":[%s]}}\\n' "
+            f"\"$r\" \"$(cat \"$r{project}/REVISION\")\" \"${{mig%,}}\""
+        )
+
+
+@operation()
+def restored(s: Settings, undoing: str):
+    """
+    The database as it was before the update being undone, from its backup.
+
+    + s: settings
+    + undoing: commit of the release whose update is undone
+    """
+    path = backup_path(s, undoing)
+    if s.database == "sqlite":
+        db = f"{s.base_dir}/shared/data/db.sqlite3"
+        yield (f"test -f {sh(path)} || {{ echo 'no backup {path}' >&2; exit 1; }}; "
+               f"sqlite3 {sh(db)} {sh(f'.restore {path}')}")
+    elif s.database == "postgresql":
+        yield (f"test -f {sh(path)} || {{ echo 'no backup {path}' >&2; exit 1; }}; "
+               f"runuser -u postgres -- pg_restore --clean --if-exists -d {sh(s.app_name)} < {sh(path)}")
+    else:
+        raise OperationError("restore_backup: not available with database 'url'; restore it with the database server's tools")
+
+
+class Status(JsonState):
+    """
+    A server's deploy state at a glance: releases, slots and services, health, pending
+    migrations, the audit log's tail, and the runbook's checks (R3-R8).
+    """
+
+    def command(self, base: str, app: str, subdir: str, pyenv_root: str, version: str,
+                health: str, python: str) -> str:
+        b, project = sh(base), f"{base}/current/{subdir}".rstrip("/")
+        p = sh(project)
+        q = "sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g'"
+        return (
+            f"j() {{ printf '%s' \"$1\" | {q}; }}; "
+            f"cur=$(readlink {b}/current); rev=$(cat {p}/REVISION 2>/dev/null); "
+            f"live=$(sed -n 's|.*/run/{app}/\\([ab]\\)\\.sock.*|\\1|p' /etc/nginx/{app}-upstream.conf 2>/dev/null); "
+            f"sa=$(systemctl is-active {app}@a.service); sb=$(systemctl is-active {app}@b.service); "
+            "ng=$(systemctl is-active nginx); "
+            f"h=$({sh(python)} /usr/local/lib/djdeploy/health.py --socket /run/{app}/$live.sock --path {sh(health)} --timeout 3 2>&1 && echo ok); "
+            f"pend=$({app}-manage showmigrations --plan 2>/dev/null | grep -c '^\\[ \\]'); "
+            f"log=$(tail -n 5 {b}/shared/audit.log 2>/dev/null); "
+            f"pyv=$({p}/.venv/bin/python --version 2>&1); "
+            f"venv=$(grep -s '^home' {p}/.venv/pyvenv.cfg); "
+            f"poetry=$(poetry --version 2>/dev/null); "
+            f"conf=$(ps -eo args | grep -m1 '[g]unicorn.*-c gunicorn.conf.py'); "
+            "nt=$(nginx -t 2>&1 && echo ok); "
+            "printf '{\"current\":\"%s\",\"revision\":\"%s\",\"live\":\"%s\",\"slots\":{\"a\":\"%s\",\"b\":\"%s\"},"
+            "\"nginx\":\"%s\",\"health\":\"%s\",\"pending\":\"%s\",\"audit\":\"%s\",\"python\":\"%s\","
+            "\"venv\":\"%s\",\"poetry\":\"%s\",\"gunicorn\":\"%s\",\"nginx_t\":\"%s\"}\\n' "
+            "\"$cur\" \"$rev\" \"$live\" \"$sa\" \"$sb\" \"$ng\" \"$(j \"$h\")\" \"$pend\" \"$(j \"$log\" | sed ':a;N;$!ba;s/\\n/\\\\n/g')\" "
+            "\"$(j \"$pyv\")\" \"$(j \"$venv\")\" \"$(j \"$poetry\")\" \"$(j \"$conf\")\" \"$(j \"$nt\" | tr '\\n' ' ')\""
+        )

@@ -1,0 +1,36 @@
+"""Back to the previous good release (or `rollback_to`), health-gated like an update:
+
+    pyinfra inventory.py rollback.py
+
+Migrations are not undone: the release you return to runs on the newer schema. Set
+`restore_backup: true` to also restore the database backup taken before the update being undone.
+"""
+
+from pyinfra import host, logger, state
+
+from operations import gunicorn, release
+from operations.settings import from_host
+
+s = from_host(host)
+from_rev = host.get_fact(release.CurrentRevision, base=s.base_dir)
+target = host.get_fact(release.RollbackTarget, base=s.base_dir, subdir=s.project_subdir,
+                       commit=s.rollback_to)
+if not target:
+    wanted = s.rollback_to or "the release before the current one"
+    raise SystemExit(f"{host.name}: no complete release to roll back to ({wanted})")
+to_rev = target["commit"]
+kept = ", ".join(m.rsplit("/", 1)[-1] for m in target["kept_migrations"]) or "none"
+logger.info(f"{host.name}: roll back {from_rev[:12]} -> {to_rev[:12]}. Migrations are not undone; "
+            f"still applied from {from_rev[:12]}: {kept}"
+            + ("; the database backup taken before it will be restored" if s.restore_backup else ""))
+
+state.add_callback_handler(release.ReleaseOnFailure(s, "rollback", from_rev, to_rev))
+release.locked(name="Take the deploy lock", s=s, action=f"rollback to {to_rev[:12]}",
+               break_lock=s.break_lock)
+if s.restore_backup:
+    release.restored(name=f"Restore the database backup taken before {from_rev[:12]}", s=s,
+                     undoing=from_rev, _run_once=s.migrate_once)
+gunicorn.config(name="gunicorn.conf.py of the release", s=s, commit=to_rev)
+gunicorn.serve(name=f"Serve {to_rev[:12]} again, health-gated", s=s, commit=to_rev)
+release.unlocked(name="Release the lock, write the audit log", s=s, action="rollback",
+                 from_rev=from_rev, to_rev=to_rev)

@@ -1,0 +1,41 @@
+"""Where each server stands, changing nothing:
+
+    pyinfra inventory.py status.py
+
+Current release and revision, Gunicorn slots and nginx, health, pending migrations, the last
+audit log entries, and the runbook's own checks (R3-R8).
+"""
+
+from pyinfra import host
+
+from operations import release
+from operations.settings import from_host
+
+s = from_host(host)
+st = host.get_fact(release.Status, base=s.base_dir, app=s.app_name, subdir=s.project_subdir,
+                   pyenv_root=s.pyenv_root, version=s.python_version,
+                   health=s.health_check_path, python=s.python_bin)
+
+
+def mark(ok: bool) -> str:
+    return "ok  " if ok else "FAIL"
+
+
+healthy = st.get("health", "").endswith("ok")
+lines = [
+    f"== {host.name} ==",
+    f"release     {st.get('current') or '(none)'}  revision {st.get('revision', '')[:12] or '-'}",
+    f"gunicorn    live slot {st.get('live') or '-'}; slot a {st['slots']['a']}, slot b {st['slots']['b']}",
+    f"nginx       {st.get('nginx')}",
+    f"health      {mark(healthy)} {'' if healthy else st.get('health', '')}",
+    f"migrations  {st.get('pending') or '?'} pending",
+    "runbook checks (R3-R8):",
+    f"  {mark(st.get('python', '').endswith(s.python_version))} R3 Python {s.python_version}: {st.get('python') or 'missing'}",
+    f"  {mark(s.pyenv_root in st.get('venv', ''))} R4/R6/R7 .venv in the project root made by venv from pyenv: {st.get('venv') or 'missing'}",
+    f"  {mark(bool(st.get('poetry')))} R5 Poetry: {st.get('poetry') or 'missing'}",
+    f"  {mark(bool(st.get('gunicorn')))} B8 Gunicorn runs with gunicorn.conf.py: {st.get('gunicorn') or 'not running'}",
+    f"  {mark(st.get('nginx_t', '').strip().endswith('ok'))} B7 nginx -t passes",
+    "audit log (last entries):",
+    *(f"  {line}" for line in (st.get("audit") or "(empty)").splitlines()),
+]
+print("\n".join(lines))
