@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shlex
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
@@ -249,11 +252,13 @@ def source_commands(s: Settings, commit: str | None, release: str):
     if s.source_mode == "git":
         yield f"git -C {sh(lay.mirror)} archive --format=tar {sh(commit or s.revision)} | tar -x -C {sh(release)}"
         return
-    archive = tempfile.NamedTemporaryFile(prefix="djdeploy-", suffix=".tar", delete=False)
-    subprocess.run(["git", "-C", s.repo_url, "archive", "--format=tar", "-o", archive.name, commit],
-                   check=True)
+    archive = Path(tempfile.gettempdir()) / f"djdeploy-{os.getpid()}-{commit}.tar"
+    if not archive.exists():
+        subprocess.run(["git", "-C", s.repo_url, "archive", "--format=tar", "-o", str(archive), commit],
+                       check=True)
+        atexit.register(archive.unlink, missing_ok=True)
     remote = f"/tmp/djdeploy-{commit[:12]}.tar"
-    yield FileUploadCommand(archive.name, remote, remote_temp_filename=host.get_temp_filename(remote))
+    yield FileUploadCommand(str(archive), remote, remote_temp_filename=host.get_temp_filename(remote))
     yield f"tar -x -C {sh(release)} -f {sh(remote)} && rm -f {sh(remote)}"
 
 
@@ -269,12 +274,17 @@ def source(s: Settings):
         host.noop("source is uploaded from the controller")
         return
     lay = Layout(s)
+    ssh = {}
+    if s.deploy_key:
+        key = Path(s.deploy_key)
+        if not key.is_file():
+            raise OperationError(f"deploy_key: {key} is not a file on the controller")
+        yield from config_file._inner(path=f"{s.config_dir}/deploy_key", content=key.read_text(),
+                                      mode=0o600, secret=True)
+        ssh["GIT_SSH_COMMAND"] = f"ssh -i {s.config_dir}/deploy_key -o StrictHostKeyChecking=accept-new"
     if target_commit(s) is not None:
         host.noop(f"{s.revision} is commit {target_commit(s)[:12]}")
         return
-    ssh = {}
-    if s.deploy_key:
-        ssh["GIT_SSH_COMMAND"] = f"ssh -i {s.config_dir}/deploy_key -o StrictHostKeyChecking=accept-new"
     yield env_prefix(ssh) + sh("git", "clone", "-q", "--mirror", s.repo_url, lay.mirror)
     if ssh:
         yield sh("git", "-C", lay.mirror, "config", "core.sshCommand", ssh["GIT_SSH_COMMAND"])

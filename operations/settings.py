@@ -66,8 +66,8 @@ SCHEMA: tuple[Setting, ...] = (
             "`/srv/<app_name>`, systemd units and nginx site are named after it.",
             allowed="lower-case letters, digits and _, starting with a letter, at most 31 characters",
             check=_regex(NAME_RE)),
-    Setting("repo_url", "", "Git repository of the application (`git` mode: cloned on the server; "
-            "`upload` mode: a local path or URL the controller can read).",
+    Setting("repo_url", "", "Git repository of the application (`git` mode: a URL the server "
+            "clones; `upload` mode: a git checkout on the controller).",
             allowed="a non-empty git URL or path", check=_not_blank),
     Setting("revision", "main", "Branch, tag or commit to deploy.",
             allowed="a git branch, tag or commit name", check=_regex(REF_RE)),
