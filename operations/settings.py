@@ -178,6 +178,10 @@ class Settings:
 
     values: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        shown = {k: ("(hidden)" if BY_NAME[k].secret and v else v) for k, v in self.values.items()}
+        return f"Settings({shown})"
+
     def __getattr__(self, name: str) -> Any:
         try:
             return self.values[name]
