@@ -2,7 +2,8 @@
 
     pyinfra inventory.py update.py        (add --dry for a preview)
 
-The new release is built beside the running one, checked, the database backed up and migrated,
+The new release is built beside the running one and checked (Django's deploy checks, the WSGI
+app imports, Gunicorn accepts its config), the database backed up and migrated,
 then started in the idle Gunicorn slot and switched to only once it answers healthy. Any
 failure leaves the previous release serving, releases the lock and exits non-zero.
 """
@@ -24,9 +25,9 @@ if to_rev != from_rev:
     release.locked(name="Take the deploy lock", s=s, action=f"update to {s.revision}",
                    break_lock=s.break_lock)
     app.source(name=f"Fetch {s.revision} (U2)", s=s)
-    app.release(name="Build the release beside the running one: .venv, Poetry, static files (U2, U3)", s=s)
+    app.release(name="Build the release beside the running one: .venv, Poetry, static files, "
+                     "pre-flight checks (U2, U3)", s=s)
     gunicorn.config(name="gunicorn.conf.py of the release", s=s)
-    release.preflight(name="Pre-flight: check --deploy, WSGI import, Gunicorn config", s=s)
     release.backup(name="Back up the database", s=s, _run_once=s.migrate_once)
     app.migrate(name="Migrate the database (U4)", s=s, _run_once=s.migrate_once)
     gunicorn.serve(name="Start the release in the idle slot, health-gated switch (U1, U5)", s=s)

@@ -19,7 +19,7 @@ from .python_env import tool_env
 from .settings import Settings
 
 COMPLETE = ".djdeploy-complete"
-MIGRATED = ".djdeploy-migrated"
+MIGRATIONS = ".djdeploy-migrations"  # digest of a release's migration files
 PATHS = ".djdeploy-paths.json"
 POETRY_CACHE = "/var/cache/djdeploy/poetry"
 
@@ -295,7 +295,8 @@ def release(s: Settings):
     """
     The release folder for the target commit, built completely or not at all: the code, the
     runbook's `.venv` in the Django project root (R6, R7) made by pyenv's Python with
-    `-m venv` and filled by Poetry from the lock (B4), and the static files (B7).
+    `-m venv` and filled by Poetry from the lock (B4), `gunicorn.conf.py` (B8), the static
+    files (B7), and the pre-flight checks that must pass before it may serve.
 
     + s: settings
     """
@@ -310,6 +311,8 @@ def release(s: Settings):
     yield sh("rm", "-rf", rel) + " && " + sh("mkdir", "-p", rel)
     yield from source_commands(s, commit, rel)
     yield f"printf '%s\\n' {sh(commit or s.revision)} > {sh(project + '/REVISION')}"
+    yield (f"cd {sh(project)} && find . -path ./.venv -prune -o -path '*/migrations/*.py' -type f -print "
+           f"| LC_ALL=C sort | xargs -r sha256sum | sha256sum | cut -c1-64 > {sh(rel + '/' + MIGRATIONS)}")
     yield sh(s.python_bin, "-m", "venv", f"{project}/.venv")
     only = ",".join(["main", *s.poetry_groups])
     extras = [w for e in s.poetry_extras for w in ("--extras", e)]
@@ -318,46 +321,75 @@ def release(s: Settings):
     yield (f"cd {sh(project)} && " + env_prefix(env)
            + sh("poetry", "sync", "--no-interaction", "--no-ansi", "--no-root", "--only", only, *extras))
     yield f"chown -R root:root {sh(rel)} && chmod -R u+rwX,go+rX,go-w {sh(rel)}"
+    yield from config_file._inner(path=f"{project}/gunicorn.conf.py",
+                                  content=gunicorn_conf(s, commit or s.revision, project))
+    # Pre-flight, in one process start: static files collected, Django's deploy checks (errors
+    # fail, warnings are shown), and Gunicorn's config check, which also imports the WSGI app
+    # (preload_app). A release that fails them is never marked complete, so never serves.
+    py = f"{project}/.venv/bin/python"
+    checks = " && ".join([
+        sh(py, "manage.py", "collectstatic", "--noinput", "-v", "0"),
+        sh(py, "manage.py", "check", "--deploy", "--fail-level", "ERROR"),
+        sh(f"{project}/.venv/bin/gunicorn", "--check-config", "-c", "gunicorn.conf.py"),
+    ])
     paths = ("import json, django; django.setup(); from django.conf import settings as s; "
              "print(json.dumps({'static': str(s.STATIC_ROOT), 'media': str(s.MEDIA_ROOT), "
              "'static_url': s.STATIC_URL, 'media_url': s.MEDIA_URL}))")
-    yield (run_as_app(s, project, sh(f"{project}/.venv/bin/python", "-c", paths))
+    yield (run_as_app(s, project, sh("/bin/sh", "-c", f"{{ {checks}; }} >&2 && {sh(py, '-c', paths)}"))
            + f" > {sh(project + '/' + PATHS)}")
-    yield manage_command(s, project, "collectstatic --noinput -v 0")
     yield f"touch {sh(rel + '/' + COMPLETE)}"
 
 
-class MigratedState(FactBase):
+def gunicorn_conf(s: Settings, revision: str, project: str) -> str:
+    """The release's `gunicorn.conf.py` (runbook B8): it belongs to the release it serves."""
+    return render("gunicorn.conf.py.j2", app_name=s.app_name, revision=revision,
+                  wsgi_app=s.wsgi_app, project=project, workers=s.gunicorn_workers,
+                  timeout=s.gunicorn_timeout)
+
+
+class MigrationState(FactBase):
     """
-    Whether the target release's migrations were applied by a deploy.
+    Digest of the release's migration files, and of those the database was last migrated with.
     """
 
-    def command(self, release: str) -> str:
-        return f"[ -f {sh(release + '/' + MIGRATED)} ] && echo yes || true"
+    def command(self, release: str, shared: str) -> str:
+        return (f"cat {sh(release + '/' + MIGRATIONS)} 2>/dev/null || echo none; "
+                f"cat {sh(shared + '/' + MIGRATIONS)} 2>/dev/null || echo none")
 
     def process(self, output):
-        return bool(output and output[0].strip() == "yes")
+        return {"release": output[0].strip(), "applied": output[1].strip()}
+
+
+def needs_migrate(s: Settings) -> bool:
+    """Whether the target release brings migration files the database was not migrated with."""
+    commit = target_commit(s)
+    if not commit:
+        return True
+    lay = Layout(s)
+    state = host.get_fact(MigrationState, release=lay.release(commit), shared=lay.shared)
+    return state["release"] == "none" or state["release"] != state["applied"]
 
 
 @operation()
 def migrate(s: Settings):
     """
     The database schema of the target release (`manage.py migrate`, B5/U4), then the extra
-    management commands from the settings.
+    management commands from the settings; skipped when its migration files are the ones the
+    database was last migrated with.
 
     + s: settings
     """
     lay = Layout(s)
     commit = target_commit(s)
-    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
-    if commit and host.get_fact(MigratedState, release=rel):
-        host.noop(f"migrations of {commit[:12]} are applied")
+    if not needs_migrate(s):
+        host.noop(f"the database has the migrations of {commit[:12]}")
         return
+    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
     project = lay.project(rel)
     yield manage_command(s, project, "migrate --noinput")
     for command in s.manage_commands:
         yield manage_command(s, project, command)
-    yield f"touch {sh(rel + '/' + MIGRATED)}"
+    yield sh("cp", f"{rel}/{MIGRATIONS}", f"{lay.shared}/{MIGRATIONS}")
 
 
 @operation()

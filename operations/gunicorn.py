@@ -8,7 +8,7 @@ import hashlib
 from pyinfra import host
 from pyinfra.api import operation
 
-from .app import COMPLETE, Layout, target_commit
+from .app import COMPLETE, Layout, gunicorn_conf, target_commit
 from .common import FILES, FileDigests, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
@@ -55,7 +55,8 @@ def target_release(s: Settings, commit: str | None = None) -> tuple[str | None, 
 @operation()
 def config(s: Settings, commit: str | None = None):
     """
-    `gunicorn.conf.py` in the Django project root of the release (runbook B8).
+    `gunicorn.conf.py` in the Django project root of the release (runbook B8), kept in step
+    with the settings after the release was built.
 
     + s: settings
     + commit: the release; default the target revision's
@@ -63,10 +64,8 @@ def config(s: Settings, commit: str | None = None):
     lay = Layout(s)
     commit, rel = target_release(s, commit)
     project = lay.project(rel)
-    content = render("gunicorn.conf.py.j2", app_name=s.app_name, revision=commit or s.revision,
-                     wsgi_app=s.wsgi_app, project=project, workers=s.gunicorn_workers,
-                     timeout=s.gunicorn_timeout)
-    yield from config_file._inner(path=f"{project}/gunicorn.conf.py", content=content)
+    yield from config_file._inner(path=f"{project}/gunicorn.conf.py",
+                                  content=gunicorn_conf(s, commit or s.revision, project))
 
 
 class Serving(JsonState):

@@ -12,7 +12,7 @@ import time
 from pyinfra import host, logger
 from pyinfra.api import BaseStateCallback, FactBase, OperationError, operation
 
-from .app import MIGRATED, Layout, manage_command, run_as_app, target_commit
+from .app import Layout, needs_migrate, target_commit
 from .common import JsonState, sh
 from .settings import Settings
 
@@ -131,30 +131,6 @@ class CurrentRevision(FactBase):
 
 
 @operation()
-def preflight(s: Settings):
-    """
-    Checks in the new release before it touches the database or takes traffic: Django's
-    deploy checks (errors fail, warnings are shown), the WSGI app imports, Gunicorn accepts
-    its config.
-
-    + s: settings
-    """
-    lay = Layout(s)
-    commit = target_commit(s)
-    if commit and host.get_fact(CurrentRevision, base=lay.base) == commit:
-        host.noop(f"{commit[:12]} already serves")
-        return
-    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
-    project = lay.project(rel)
-    module, _, attr = s.wsgi_app.partition(":")
-    load = f"import importlib; getattr(importlib.import_module({module!r}), {attr or 'application'!r})"
-    yield manage_command(s, project, "check --deploy --fail-level ERROR")
-    yield run_as_app(s, project, sh(f"{project}/.venv/bin/python", "-c", load))
-    yield run_as_app(s, project, sh(f"{project}/.venv/bin/gunicorn", "--check-config", "-c",
-                                    "gunicorn.conf.py"))
-
-
-@operation()
 def backup(s: Settings):
     """
     A backup of the database before the new release migrates it: SQLite through its online
@@ -165,8 +141,8 @@ def backup(s: Settings):
     lay = Layout(s)
     commit = target_commit(s)
     rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
-    if commit and host.get_fact(MigratedMarker, path=f"{rel}/{MIGRATED}"):
-        host.noop(f"{commit[:12]} is migrated already")
+    if not needs_migrate(s):
+        host.noop("no migrations to apply")
         return
     dest = backup_path(s, commit or s.revision)
     if s.database == "sqlite":
@@ -178,18 +154,6 @@ def backup(s: Settings):
                f"mv -f {sh(dest + '.tmp')} {sh(dest)} && chmod 600 {sh(dest)}")
     else:
         host.noop("database_url: back up the external database with its own tools")
-
-
-class MigratedMarker(FactBase):
-    """
-    Whether a file exists (a release's migrated marker).
-    """
-
-    def command(self, path: str) -> str:
-        return f"[ -e {sh(path)} ] && echo yes || true"
-
-    def process(self, output):
-        return bool(output and output[0].strip() == "yes")
 
 
 class Releases(JsonState):
