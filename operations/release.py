@@ -140,7 +140,6 @@ def backup(s: Settings):
     """
     lay = Layout(s)
     commit = target_commit(s)
-    rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
     if not needs_migrate(s):
         host.noop("no migrations to apply")
         return
