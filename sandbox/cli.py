@@ -19,7 +19,7 @@ def _table(servers: list[Server]) -> str:
         rows.append((s.name, s.os, s.state, s.address or "-",
                      f"{s.ssh_user}@{s.ssh_host}:{s.ssh_port}", s.http_url, s.https_url))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def _print_status(sb: Sandbox) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import docker.errors
 
-from .engine import Engine, connect, require_root
+from .engine import Engine, connect
 from .errors import SandboxError
 from .hostinfo import SUITES, ca_certificates, package_index_url, state_prefix
 from .image import DEPLOY_UID, ensure_base_image

@@ -218,7 +218,7 @@ def package_index_url() -> str:
             return out
         from .errors import SandboxError
 
-        raise SandboxError("cannot determine pip's index URL: install pip or set PIP_INDEX_URL")
+        raise SandboxError("cannot determine pip's index URL: install pip or set PIP_INDEX_URL") from None
 
 
 def pyenv_root() -> Path | None:
