@@ -1,0 +1,123 @@
+"""A small HTTP load generator for the zero-downtime checks: N client threads, each asking nginx
+on a published port of 127.0.0.1 for a list of paths in turn, one new connection per request.
+
+Bounded both ways: it stops at `seconds` or after `max_requests`, or when `stop()` is called.
+A request fails when it raises (connection refused or reset, timeout) or answers 5xx.
+
+    with Load(port, ["/", "/static/x.css"]) as load:
+        ...                                      # run the update
+    result = load.result                         # served, failed, worst latency
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+HOST = "127.0.0.1"  # only ever this machine: published ports of the test servers
+
+
+@dataclass
+class LoadResult:
+    served: int = 0            # requests answered below 500
+    failed: int = 0            # connection errors, timeouts and 5xx answers
+    worst: float = 0.0         # slowest request, seconds (failed ones included)
+    seconds: float = 0.0       # how long the load ran
+    statuses: Counter = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)  # the first few failures, for messages
+
+    @property
+    def total(self) -> int:
+        return self.served + self.failed
+
+    def summary(self) -> str:
+        rate = self.total / self.seconds if self.seconds else 0.0
+        return (f"{self.total} requests in {self.seconds:.1f}s ({rate:.0f}/s): served {self.served}, "
+                f"failed {self.failed}, worst latency {self.worst * 1000:.0f} ms, "
+                f"statuses {dict(self.statuses)}")
+
+
+class Load:
+    """Load in background threads until stopped (or its bounds are reached)."""
+
+    def __init__(self, port: int, paths: list[str], clients: int = 20, seconds: float = 120,
+                 max_requests: int = 200_000, host_header: str = "localhost",
+                 timeout: float = 5, pause: float = 0.0):
+        if not paths:
+            raise ValueError("no paths to request")
+        self.port, self.paths, self.clients = port, list(paths), clients
+        self.seconds, self.max_requests = seconds, max_requests
+        self.host_header, self.timeout, self.pause = host_header, timeout, pause
+        self.result = LoadResult()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._started = 0.0
+
+    def _one(self, path: str) -> tuple[int | None, float, str]:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        started = time.monotonic()
+        try:
+            conn.request("GET", path, headers={"Host": self.host_header, "Connection": "close"})
+            response = conn.getresponse()
+            response.read()
+            return response.status, time.monotonic() - started, ""
+        except (OSError, http.client.HTTPException) as error:
+            return None, time.monotonic() - started, f"{path}: {error!r}"
+        finally:
+            conn.close()
+
+    def _client(self, index: int) -> None:
+        deadline = self._started + self.seconds
+        i = index
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with self._lock:
+                if self.result.total >= self.max_requests:
+                    return
+            status, latency, error = self._one(self.paths[i % len(self.paths)])
+            i += 1
+            with self._lock:
+                r = self.result
+                r.worst = max(r.worst, latency)
+                if status is None or status >= 500:
+                    r.failed += 1
+                    if len(r.errors) < 10:
+                        r.errors.append(error or f"{self.paths[(i - 1) % len(self.paths)]}: HTTP {status}")
+                else:
+                    r.served += 1
+                r.statuses[status if status is not None else "error"] += 1
+            if self.pause:
+                self._stop.wait(self.pause)
+
+    def start(self) -> "Load":
+        self._started = time.monotonic()
+        self._threads = [threading.Thread(target=self._client, args=(n,), daemon=True,
+                                          name=f"load-{n}") for n in range(self.clients)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
+        self.result.seconds = time.monotonic() - self._started
+        return self.result
+
+    def __enter__(self) -> "Load":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_load(port: int, paths: list[str], clients: int = 20, seconds: float = 10,
+             max_requests: int = 200_000, **kw) -> LoadResult:
+    """Load for `seconds` (or `max_requests`), then return served / failed / worst latency."""
+    load = Load(port, paths, clients=clients, seconds=seconds, max_requests=max_requests, **kw)
+    load.start()
+    time.sleep(seconds)
+    return load.stop()

@@ -1,0 +1,203 @@
+"""Benchmark of update.py and rollback.py on one sandbox server:
+
+    .venv/bin/python bench/update.py                  # a fresh server: first deploy included
+    .venv/bin/python bench/update.py --state DIR --image REF   # start from a deployed snapshot
+
+Prints the wall time of an update with a code and a migration change, of an update with nothing
+to do, of a rollback, and the requests served / failed and the worst latency seen by 20 clients
+(nginx on 127.0.0.1) during an update.
+
+Cost: without --image the server is deployed first (the CPython compile, about 3 minutes on two
+cores), then the measurements take about a minute. With --image (a snapshot of a deployed
+server, e.g. `python -m sandbox snapshot`) only the minute. The snapshot's server fetches the
+code from the source server of its own sandbox: pass that sandbox's --state, or the mirror's
+origin is pointed at this sandbox's source server.
+
+The revisions measured are branches `bench-b` (the source repository's `main` + a page change +
+a migration adding a nullable column) and `bench-c` (bench-b + another page change) of the
+sandbox source server's example_app repository; `main` is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.load import Load  # noqa: E402
+from sandbox import Sandbox  # noqa: E402
+
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+SERVER = "bench"
+BASE = "/srv/bizsite"
+
+MIGRATION = '''from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [("sales", "0002_customer_vat_number_order_status_index")]
+
+    operations = [
+        migrations.AddField(
+            model_name="customer",
+            name="bench_note",
+            field=models.CharField(max_length=20, null=True, blank=True),
+        ),
+    ]
+'''
+H1 = '<h1>{% translate "Overview" %}</h1>'
+HOME = "sales/templates/sales/home.html"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def make_branches(sb: Sandbox) -> dict[str, str]:
+    """bench-b and bench-c on the source repository; returns branch -> commit."""
+    bare = sb.source.repo_path("example_app")
+    with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
+        work = Path(tmp) / "example_app"
+        subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+        git(work, "config", "user.name", "Update Benchmark")
+        git(work, "config", "user.email", "bench@example.invalid")
+        commits = {"main": git(work, "rev-parse", "origin/main")}
+        page = work / HOME
+        original = page.read_text()
+        git(work, "checkout", "-q", "-B", "bench-b", commits["main"])
+        page.write_text(original.replace(H1, f'{H1}\n<p id="release-note">Bench B</p>', 1))
+        (work / "sales/migrations/0003_customer_bench_note.py").write_text(MIGRATION)
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "-m", "Bench B: page change and a migration")
+        commits["bench-b"] = git(work, "rev-parse", "HEAD")
+        page.write_text(original.replace(H1, f'{H1}\n<p id="release-note">Bench C</p>', 1))
+        git(work, "commit", "-q", "-am", "Bench C: page change")
+        commits["bench-c"] = git(work, "rev-parse", "HEAD")
+        for branch in ("bench-b", "bench-c"):
+            git(work, "push", "-q", "-f", "origin", f"{commits[branch]}:refs/heads/{branch}")
+    return commits
+
+
+class Runner:
+    def __init__(self, sb: Sandbox, workdir: Path):
+        self.sb, self.workdir, self.count = sb, workdir, 0
+
+    def run(self, script: str, settings: dict | None = None) -> tuple[float, int, str]:
+        env = {**os.environ, "SANDBOX_STATE": str(self.sb.state_dir), "PYTHONUNBUFFERED": "1"}
+        env.pop("DJDEPLOY_SETTINGS", None)
+        if settings is not None:
+            self.count += 1
+            path = self.workdir / f"settings-{self.count}.json"
+            path.write_text(json.dumps(settings))
+            env["DJDEPLOY_SETTINGS"] = str(path)
+        started = time.monotonic()
+        proc = subprocess.run([PYINFRA, "-y", "--limit", SERVER, "inventory.py", script], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=1800)
+        seconds = time.monotonic() - started
+        if proc.returncode != 0:
+            raise SystemExit(f"{script} {settings or ''} failed ({proc.returncode}):\n"
+                             f"{(proc.stdout + proc.stderr)[-4000:]}")
+        return seconds, proc.returncode, proc.stdout + proc.stderr
+
+
+def version(sb: Sandbox) -> str:
+    return sb.exec(SERVER, f"cat {BASE}/current/REVISION").stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state", help="sandbox state dir (default: a new one, removed after)")
+    parser.add_argument("--image", help="start the server from this snapshot of a deployed server")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the server (and state dir)")
+    args = parser.parse_args()
+
+    own_state = not args.state
+    state = Path(args.state or f"/tmp/djdeploy-bench-{uuid.uuid4().hex[:8]}")
+    sb = Sandbox(state_dir=state)
+    rows: list[tuple[str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="bench-settings-"))
+    try:
+        sb.source.info()
+        commits = make_branches(sb)
+        run = Runner(sb, work)
+        sb.remove_server(SERVER)
+        started = time.monotonic()
+        server = sb.add_server(SERVER, os="debian12", image=args.image)
+        rows.append(("server started" + (" from snapshot" if args.image else " (bare)"),
+                     f"{time.monotonic() - started:.1f} s"))
+        if args.image:
+            # The snapshot's mirror may name another sandbox's source server.
+            url = sb.deploy_settings()["repo_url"]
+            sb.exec(SERVER, f"git -C {BASE}/repo.git remote set-url origin '{url}'")
+        seconds, _, _ = run.run("deploy.py", {"revision": "main"})
+        rows.append(("deploy.py of A" + (" (nothing to do)" if args.image else " (first deploy)"),
+                     f"{seconds:.1f} s"))
+
+        seconds, _, _ = run.run("update.py", {"revision": "bench-b"})
+        assert version(sb) == commits["bench-b"], "update did not reach bench-b"
+        rows.append(("update A -> B (code + migration)", f"{seconds:.1f} s"))
+
+        seconds, _, out = run.run("update.py", {"revision": "bench-b"})
+        assert "nothing to update" in out
+        rows.append(("update with nothing to do", f"{seconds:.1f} s"))
+
+        seconds, _, _ = run.run("rollback.py", {})
+        assert version(sb) == commits["main"], "rollback did not reach A"
+        rows.append(("rollback B -> A", f"{seconds:.1f} s"))
+
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+        conn.request("GET", "/", headers={"Host": "localhost"})
+        home = conn.getresponse().read().decode(errors="replace")
+        conn.close()
+        css = re.search(r'href="(/static/sales/site\.[0-9a-f]{12}\.css)"', home)
+        css = css.group(1) if css else None
+        paths = ["/"] + ([css] if css else [])
+        load = Load(server.http_port, paths, clients=args.clients, seconds=300,
+                    max_requests=200_000)
+        with load:
+            time.sleep(1)
+            seconds, _, _ = run.run("update.py", {"revision": "bench-c"})
+            time.sleep(1)
+        result = load.result
+        assert version(sb) == commits["bench-c"], "update under load did not reach bench-c"
+        rows.append((f"update A -> C under load ({args.clients} clients)", f"{seconds:.1f} s"))
+        rows.append(("  requests served", str(result.served)))
+        rows.append(("  requests failed (errors, 5xx)", str(result.failed)))
+        rows.append(("  worst latency", f"{result.worst * 1000:.0f} ms"))
+        rows.append(("  throughput", f"{result.total / result.seconds:.0f} req/s over "
+                                     f"{result.seconds:.1f} s ({', '.join(paths)})"))
+        if result.errors:
+            rows.append(("  first failures", "; ".join(result.errors[:3])))
+    finally:
+        if rows:
+            width = max(len(k) for k, _ in rows)
+            print(f"\n{'step'.ljust(width)}  result")
+            print(f"{'-' * width}  {'-' * 20}")
+            for key, value in rows:
+                print(f"{key.ljust(width)}  {value}")
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            sb.remove_server(SERVER)
+            if own_state:
+                sb.down()
+                shutil.rmtree(state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
