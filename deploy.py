@@ -29,8 +29,8 @@ python_env.poetry(name=f"Poetry {s.poetry_version} (R5)", version=s.poetry_versi
 
 app.account(name=f"System user {s.app_name}", s=s)
 app.layout(name=f"Release layout in {s.base_dir}", s=s)
-database.postgresql(name="PostgreSQL role and database", s=s)
-app.environment(name="Environment: database, run mode, secret key (B3)", s=s)
+db = database.postgresql(name="PostgreSQL role and database", s=s)
+env = app.environment(name="Environment: database, run mode, secret key (B3)", s=s)
 app.source(name=f"Source code of {s.revision} (B2)", s=s)
 app.release(name="Release: code, .venv in the project root, Poetry install, static files (B2, B4, R6, R7)", s=s)
 units = gunicorn.units(name="Gunicorn systemd units (B8)", s=s)
@@ -40,5 +40,6 @@ nginx.tls(name="TLS certificate", s=s)
 nginx.site(name="Nginx site: static files, proxy to Gunicorn (B7)", s=s)
 served = gunicorn.serve(name="Gunicorn serving the release, health-gated (B6, B9)", s=s)
 gunicorn.restarted(name="Gunicorn restarted for changed settings", s=s,
-                   _if=lambda: (units.did_change() or conf.did_change()) and not served.did_change())
+                   _if=lambda: (units.did_change() or conf.did_change() or env.did_change()
+                                or db.did_change()) and not served.did_change())
 app.manage_wrapper(name=f"{s.app_name}-manage command", s=s)
