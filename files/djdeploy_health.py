@@ -27,6 +27,20 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+class NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address that sends the site's name in SNI: nginx's default TLS server
+    rejects handshakes that name no site (`ssl_reject_handshake`)."""
+
+    def __init__(self, address: str, port: int, server_name: str, timeout: float,
+                 context: ssl.SSLContext):
+        super().__init__(address, port, timeout=timeout, context=context)
+        self.server_name = server_name
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.server_name)
+
+
 def get(args, path: str) -> tuple[int, str]:
     if args.socket:
         conn = UnixConnection(args.socket, timeout=5)
@@ -36,8 +50,8 @@ def get(args, path: str) -> tuple[int, str]:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE  # our own nginx on loopback
-            conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=5,
-                                               context=context)
+            conn = NamedHTTPSConnection(url.hostname, url.port or 443, args.host, timeout=5,
+                                        context=context)
         else:
             conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=5)
     headers = {"Host": args.host, "X-Forwarded-Proto": "https" if args.https else "http"}
