@@ -1,0 +1,223 @@
+"""Shared pieces of the deploy's end-to-end tests: one sandbox per test session, the real
+`pyinfra` command line, HTTP through the published ports on 127.0.0.1, and timing figures."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sandbox import Sandbox, Server
+
+ROOT = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+DEPLOY_TIMEOUT = 1800
+
+# Every pyinfra run of the session: (what, combined output). The secrets test scans them all.
+OUTPUTS: list[tuple[str, str]] = []
+# Timing figures of the session, printed at the end and written to the pytest cache.
+TIMINGS: list[str] = []
+
+
+def note(config, line: str) -> None:
+    """Print a timing figure now (`pytest -s`), in the summary, and into the session log."""
+    TIMINGS.append(line)
+    print(f"\n[e2e] {line}", flush=True)
+    cache = getattr(config, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return
+    log = Path(cache.mkdir("djdeploy-e2e")) / "timings.log"
+    with log.open("a") as handle:
+        handle.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+
+def pytest_sessionstart(session):
+    session.config._e2e_started = time.monotonic()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not TIMINGS:
+        return
+    total = time.monotonic() - config._e2e_started
+    terminalreporter.section("deploy timings")
+    for line in TIMINGS:
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"whole session: {total:.1f}s")
+
+
+@dataclass
+class Run:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+    def explain(self) -> str:
+        return f"{' '.join(self.args)} -> {self.returncode}\n{self.output[-6000:]}"
+
+
+class Deployer:
+    """Runs `pyinfra inventory.py deploy.py` as a user would, against one sandbox server."""
+
+    def __init__(self, sb: Sandbox, workdir: Path):
+        self.sb = sb
+        self.workdir = workdir
+        self.count = 0
+
+    def run(self, server: str, *args: str, settings: dict | None = None, yes: bool = True,
+            timeout: float = DEPLOY_TIMEOUT) -> Run:
+        env = {**os.environ, "SANDBOX_STATE": str(self.sb.state_dir), "PYTHONUNBUFFERED": "1"}
+        env.pop("DJDEPLOY_SETTINGS", None)
+        env.pop("PYINFRA_YES", None)
+        if settings is not None:
+            self.count += 1
+            path = self.workdir / f"settings-{self.count}.json"
+            path.write_text(json.dumps(settings))
+            env["DJDEPLOY_SETTINGS"] = str(path)
+        argv = [PYINFRA, *(["-y"] if yes else []), *args, "--limit", server,
+                "inventory.py", "deploy.py"]
+        started = time.monotonic()
+        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        run = Run(argv[1:], proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+        OUTPUTS.append((f"{server}: {' '.join(run.args)}", run.output))
+        return run
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    body: str
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to 127.0.0.1 that names the site in SNI, as a browser resolving it there would."""
+
+    def __init__(self, address: str, port: int, sni: str, timeout: float):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the server's self-signed certificate
+        super().__init__(address, port, timeout=timeout, context=context)
+        self._sni = sni
+        self._tls = context
+
+    def connect(self):
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._sni)
+
+
+def http_get(port: int, path: str, host: str = "localhost", https: bool = False,
+             timeout: float = 15) -> Response:
+    """GET through nginx on a published port of 127.0.0.1 (redirects are not followed)."""
+    if https:
+        conn = _HTTPSConnection("127.0.0.1", port, sni=host, timeout=timeout)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        response = conn.getresponse()
+        return Response(response.status, response.headers,
+                        response.read().decode("utf-8", errors="replace"))
+    finally:
+        conn.close()
+
+
+def wait_for(port: int, path: str, status: int = 200, seconds: float = 30, **kw) -> Response:
+    """Poll until `path` answers `status`; the last answer (or error) is in the failure."""
+    deadline = time.monotonic() + seconds
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = http_get(port, path, timeout=5, **kw)
+            if last.status == status:
+                return last
+        except (OSError, http.client.HTTPException) as error:
+            last = error
+        time.sleep(1)
+    raise AssertionError(f"{path} did not answer {status} within {seconds:.0f}s: {last!r}")
+
+
+def sh(sb: Sandbox, server: str, cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
+    res = sb.exec(server, cmd)
+    if ok:
+        assert res.returncode == 0, f"{cmd} -> {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+# -- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sb(tmp_path_factory):
+    state = Path("/tmp") / f"djdeploy-e2e-{uuid.uuid4().hex[:8]}"
+    sandbox = Sandbox(state_dir=state)
+    sandbox.snapshots = []  # image references to remove at the end
+    try:
+        sandbox.source.info()  # the source server: pyenv, CPython tarball, example_app.git
+        yield sandbox
+    finally:
+        try:
+            sandbox.down()
+        finally:
+            for ref in sandbox.snapshots:
+                try:
+                    sandbox.client.images.remove(ref, force=True)
+                except Exception as error:  # noqa: BLE001 - cleanup goes on
+                    print(f"[e2e] could not remove image {ref}: {error}", file=sys.stderr)
+            shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def deployer(sb, tmp_path_factory) -> Deployer:
+    return Deployer(sb, tmp_path_factory.mktemp("settings"))
+
+
+@pytest.fixture(scope="session")
+def deployed_commit(sb) -> str:
+    repo = sb.source.repo_path("example_app")
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "main"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@dataclass
+class Deployed:
+    server: Server
+    first: Run
+
+
+@pytest.fixture(scope="session")
+def d12(sb, deployer, pytestconfig) -> Deployed:
+    """A bare Debian 12 server, deployed once with the default (sandbox) settings: git mode,
+    SQLite, plain HTTP. The only Debian 12 CPython compile of the session."""
+    server = sb.add_server("d12", os="debian12")
+    first = deployer.run("d12")
+    note(pytestconfig, f"first deploy, bare debian12 server: {first.seconds:.1f}s")
+    assert first.returncode == 0, first.explain()
+    return Deployed(server, first)
+
+
+@pytest.fixture(scope="session")
+def d12_image(sb, d12) -> str:
+    """An image of the deployed Debian 12 server, for scenarios that need only the cheap steps."""
+    ref = sb.snapshot("d12", f"{sb.prefix}-d12")
+    sb.snapshots.append(ref)
+    return ref
