@@ -12,7 +12,7 @@ import time
 from pyinfra import host, logger
 from pyinfra.api import BaseStateCallback, FactBase, OperationError, operation
 
-from .app import Layout, needs_migrate, target_commit
+from .app import MIGRATIONS, Layout, needs_migrate, target_commit
 from .common import JsonState, sh
 from .settings import Settings
 
@@ -277,6 +277,9 @@ def restored(s: Settings, undoing: str):
                f"runuser -u postgres -- pg_restore --clean --if-exists -d {sh(s.app_name)} < {sh(path)}")
     else:
         raise OperationError("restore_backup: not available with database 'url'; restore it with the database server's tools")
+    # The database no longer has the migrations it was last migrated with: the next update must
+    # back up and migrate again, even to the release whose update was undone.
+    yield sh("rm", "-f", f"{Layout(s).shared}/{MIGRATIONS}")
 
 
 class Status(JsonState):
