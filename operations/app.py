@@ -389,7 +389,8 @@ def migrate(s: Settings):
     yield manage_command(s, project, "migrate --noinput")
     for command in s.manage_commands:
         yield manage_command(s, project, command)
-    yield sh("cp", f"{rel}/{MIGRATIONS}", f"{lay.shared}/{MIGRATIONS}")
+    # Releases built before migration digests existed have none: they simply migrate each time.
+    yield f"if [ -f {sh(rel + '/' + MIGRATIONS)} ]; then " + sh("cp", f"{rel}/{MIGRATIONS}", f"{lay.shared}/{MIGRATIONS}") + "; fi"
 
 
 @operation()
