@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
-from pyinfra.operations import server
 
 from .common import JsonState, PathStates, config_file, env_prefix, render, sh
 from .python_env import tool_env
@@ -146,6 +145,20 @@ def target_commit(s: Settings) -> str | None:
 # -- operations -----------------------------------------------------------------------------
 
 
+class Account(FactBase):
+    """
+    The passwd entry of a user and the group of the same name (`getent`), if they exist.
+    """
+
+    def command(self, user: str) -> str:
+        return f"getent passwd {sh(user)} || echo -; getent group {sh(user)} || echo -"
+
+    def process(self, output):
+        passwd, group = (output + ["-", "-"])[:2]
+        fields = passwd.split(":")
+        return {"user": fields if len(fields) == 7 else None, "group": group != "-"}
+
+
 @operation()
 def account(s: Settings):
     """
@@ -153,10 +166,17 @@ def account(s: Settings):
 
     + s: settings
     """
-    yield from server.group._inner(group=s.app_name, system=True)
-    yield from server.user._inner(user=s.app_name, group=s.app_name, home=Layout(s).base,
-                                  shell="/usr/sbin/nologin", system=True, create_home=False,
-                                  ensure_home=False)
+    name, home, shell = s.app_name, Layout(s).base, "/usr/sbin/nologin"
+    have = host.get_fact(Account, user=name)
+    if not have["group"]:
+        yield sh("groupadd", "--system", name)
+    if have["user"] is None:
+        yield sh("useradd", "--system", "--gid", name, "--home-dir", home, "--no-create-home",
+                 "--shell", shell, name)
+    elif (have["user"][5], have["user"][6]) != (home, shell):
+        yield sh("usermod", "--home", home, "--shell", shell, name)
+    elif have["group"]:
+        host.noop(f"user {name} exists")
 
 
 @operation()
