@@ -347,8 +347,19 @@ def release(s: Settings):
     # fail, warnings are shown), and Gunicorn's config check, which also imports the WSGI app
     # (preload_app). A release that fails them is never marked complete, so never serves.
     py = f"{project}/.venv/bin/python"
+    # Static files are collected beside the live ones and moved in file by file (rename is
+    # atomic, nothing is deleted): collecting into the served folder itself rewrites the hashed
+    # files in place, so nginx briefly answers 404 for them during every update.
+    incoming = f"{lay.shared}/static/.incoming-{(commit or 'new')[:12]}"
+    publish = ("import os, sys; src, dst = sys.argv[1:]\n"
+               "for root, _, files in os.walk(src):\n"
+               "    to = os.path.join(dst, os.path.relpath(root, src)); os.makedirs(to, exist_ok=True)\n"
+               "    for f in files: os.replace(os.path.join(root, f), os.path.join(to, f))")
     checks = " && ".join([
-        sh(py, "manage.py", "collectstatic", "--noinput", "-v", "0"),
+        sh("rm", "-rf", incoming),
+        "STATIC_ROOT=" + sh(incoming) + " " + sh(py, "manage.py", "collectstatic", "--noinput", "-v", "0"),
+        f"{{ [ ! -d {sh(incoming)} ] || {{ {sh(py, '-c', publish, incoming, f'{lay.shared}/static')} "
+        f"&& rm -rf {sh(incoming)}; }}; }}",
         sh(py, "manage.py", "check", "--deploy", "--fail-level", "ERROR"),
         sh(f"{project}/.venv/bin/gunicorn", "--check-config", "-c", "gunicorn.conf.py"),
     ])
