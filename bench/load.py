@@ -28,6 +28,7 @@ class LoadResult:
     seconds: float = 0.0       # how long the load ran
     statuses: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)  # the first few failures, for messages
+    odd: Counter = field(default_factory=Counter)    # (path, status) of answers other than 200
 
     @property
     def total(self) -> int:
@@ -37,7 +38,8 @@ class LoadResult:
         rate = self.total / self.seconds if self.seconds else 0.0
         return (f"{self.total} requests in {self.seconds:.1f}s ({rate:.0f}/s): served {self.served}, "
                 f"failed {self.failed}, worst latency {self.worst * 1000:.0f} ms, "
-                f"statuses {dict(self.statuses)}")
+                f"statuses {dict(self.statuses)}"
+                + (f", not 200: {dict(self.odd)}" if self.odd else ""))
 
 
 class Load:
@@ -77,7 +79,8 @@ class Load:
             with self._lock:
                 if self.result.total >= self.max_requests:
                     return
-            status, latency, error = self._one(self.paths[i % len(self.paths)])
+            path = self.paths[i % len(self.paths)]
+            status, latency, error = self._one(path)
             i += 1
             with self._lock:
                 r = self.result
@@ -85,10 +88,12 @@ class Load:
                 if status is None or status >= 500:
                     r.failed += 1
                     if len(r.errors) < 10:
-                        r.errors.append(error or f"{self.paths[(i - 1) % len(self.paths)]}: HTTP {status}")
+                        r.errors.append(error or f"{path}: HTTP {status}")
                 else:
                     r.served += 1
                 r.statuses[status if status is not None else "error"] += 1
+                if status != 200:
+                    r.odd[(path, status if status is not None else "error")] += 1
             if self.pause:
                 self._stop.wait(self.pause)
 

@@ -82,16 +82,25 @@ class Runner:
 
 
 class Started:
+    """A pyinfra run in the background; its output is read (and its end timed) as it goes."""
+
     def __init__(self, server: str, argv: list[str], proc: subprocess.Popen, started: float):
         self.server, self.argv, self.proc, self.started = server, argv, proc, started
+        self.out, self.err, self.ended = "", "", None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        self.out, self.err = self.proc.communicate()
+        self.ended = time.monotonic()
 
     def wait(self, timeout: float = RUN_TIMEOUT) -> Run:
-        try:
-            out, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        self.reader.join(timeout)
+        if self.reader.is_alive():
             self.proc.kill()
-            out, err = self.proc.communicate()
-        run = Run(self.argv[1:], self.proc.returncode, out, err, time.monotonic() - self.started)
+            self.reader.join(30)
+        ended = self.ended or time.monotonic()
+        run = Run(self.argv[1:], self.proc.returncode, self.out, self.err, ended - self.started)
         OUTPUTS.append((f"{self.server}: {' '.join(run.args)}", run.output))
         return run
 
@@ -420,7 +429,9 @@ def test_update_without_a_new_revision_changes_nothing(sb, upd, runner, commits,
 
 def test_update_under_load_has_no_downtime(sb, upd, runner, commits, pytestconfig):
     paths = ["/", static_css(upd)]
-    load = Load(upd.http_port, paths, clients=20, seconds=180, max_requests=100_000)
+    # 20 clients, each waiting 50 ms between requests (a busy office, not a benchmark: with
+    # no pause the clients alone saturate two cores and the latency measures the queue).
+    load = Load(upd.http_port, paths, clients=20, seconds=180, max_requests=100_000, pause=0.05)
     with load:
         time.sleep(1)
         run = update(runner, "c")
@@ -431,6 +442,7 @@ def test_update_under_load_has_no_downtime(sb, upd, runner, commits, pytestconfi
     assert version(upd) == commits["c"]
     assert result.served > 100, result.summary()
     assert result.failed == 0, f"{result.summary()}; {result.errors}"
+    assert not result.odd, f"answers other than 200: {result.summary()}"  # static files too
     assert result.worst < 0.5, result.summary()
 
 
@@ -445,7 +457,7 @@ def test_two_updates_at_once(sb, upd, runner, commits, pytestconfig):
     note(pytestconfig, f"two updates at once: winner {winner.seconds:.1f}s, "
                        f"refused after {loser.seconds:.1f}s")
     assert "locked by" in loser.output, loser.explain()
-    assert loser.seconds < winner.seconds
+    assert loser.seconds < winner.seconds / 2, "the refused update did not fail fast"
     assert version(upd) == commits["d"]
     assert not lock_exists(sb)
 
