@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
 import shlex
 import subprocess
@@ -380,7 +381,8 @@ def gunicorn_conf(s: Settings, revision: str, project: str) -> str:
 
 class MigrationState(FactBase):
     """
-    Digest of the release's migration files, and of those the database was last migrated with.
+    Digest of the release's migration files, and of those the database was last migrated with
+    (followed by the database's id).
     """
 
     def command(self, release: str, shared: str) -> str:
@@ -391,14 +393,22 @@ class MigrationState(FactBase):
         return {"release": output[0].strip(), "applied": output[1].strip()}
 
 
+def database_id(s: Settings) -> str:
+    """Names the database the app uses (a URL only by its digest: it holds a password)."""
+    if s.database == "url":
+        return "url-" + hashlib.sha256(s.database_url.encode()).hexdigest()[:16]
+    return s.database
+
+
 def needs_migrate(s: Settings) -> bool:
-    """Whether the target release brings migration files the database was not migrated with."""
+    """Whether the target release brings migration files this database was not migrated with
+    (another database, after a change of the `database` settings, starts empty)."""
     commit = target_commit(s)
     if not commit:
         return True
     lay = Layout(s)
     state = host.get_fact(MigrationState, release=lay.release(commit), shared=lay.shared)
-    return state["release"] == "none" or state["release"] != state["applied"]
+    return state["release"] == "none" or state["applied"].split() != [state["release"], database_id(s)]
 
 
 @operation()
@@ -421,7 +431,8 @@ def migrate(s: Settings):
     for command in s.manage_commands:
         yield manage_command(s, project, command)
     # Releases built before migration digests existed have none: they simply migrate each time.
-    yield f"if [ -f {sh(rel + '/' + MIGRATIONS)} ]; then " + sh("cp", f"{rel}/{MIGRATIONS}", f"{lay.shared}/{MIGRATIONS}") + "; fi"
+    yield (f"if [ -f {sh(rel + '/' + MIGRATIONS)} ]; then printf '%s %s\\n' \"$(cat {sh(rel + '/' + MIGRATIONS)})\" "
+           f"{sh(database_id(s))} > {sh(lay.shared + '/' + MIGRATIONS)}; fi")
 
 
 @operation()
