@@ -255,7 +255,7 @@ def test_dry_run_on_a_bare_server_changes_nothing(sb, deployer):
         run = deployer.run("dry", "--dry", yes=False)
         assert run.returncode == 0, run.explain()
         assert "Detected changes" in run.output, run.explain()
-        rows = {line.split("  ")[0].strip(): line for line in run.output.splitlines()
+        rows = {line.strip().split("  ")[0]: line for line in run.output.splitlines()
                 if re.match(r"^\s{4}\S", line) and "(dry)" in line}
         for name in ("Debian packages", "pyenv", "CPython 3.11.2", "Poetry", f"System user {APP}",
                      "Release layout", "Environment", "Nginx site"):
