@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 HOST = "127.0.0.1"  # only ever this machine: published ports of the test servers
 
@@ -97,7 +98,7 @@ class Load:
             if self.pause:
                 self._stop.wait(self.pause)
 
-    def start(self) -> "Load":
+    def start(self) -> Self:
         self._started = time.monotonic()
         self._threads = [threading.Thread(target=self._client, args=(n,), daemon=True,
                                           name=f"load-{n}") for n in range(self.clients)]
@@ -112,7 +113,7 @@ class Load:
         self.result.seconds = time.monotonic() - self._started
         return self.result
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

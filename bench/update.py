@@ -36,8 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import Load  # noqa: E402
-from sandbox import Sandbox  # noqa: E402
+from bench.load import Load
+from sandbox import Sandbox
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 SERVER = "bench"
@@ -106,7 +106,7 @@ class Runner:
             env["DJDEPLOY_SETTINGS"] = str(path)
         started = time.monotonic()
         proc = subprocess.run([PYINFRA, "-y", "--limit", SERVER, "inventory.py", script], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=1800)
+                              check=False, env=env, capture_output=True, text=True, timeout=1800)
         seconds = time.monotonic() - started
         if proc.returncode != 0:
             raise SystemExit(f"{script} {settings or ''} failed ({proc.returncode}):\n"
@@ -145,7 +145,7 @@ def main() -> int:
             url = sb.deploy_settings()["repo_url"]
             sb.exec(SERVER, f"git -C {BASE}/repo.git remote set-url origin '{url}'")
         seconds, _, _ = run.run("deploy.py", {"revision": "main"})
-        rows.append(("deploy.py of A" + (" (nothing to do)" if args.image else " (first deploy)"),
+        rows.append(("deploy.py of A" + (" (on the snapshot)" if args.image else " (first deploy)"),
                      f"{seconds:.1f} s"))
 
         seconds, _, _ = run.run("update.py", {"revision": "bench-b"})
@@ -179,8 +179,8 @@ def main() -> int:
         rows.append(("  requests served", str(result.served)))
         rows.append(("  requests failed (errors, 5xx)", str(result.failed)))
         rows.append(("  worst latency", f"{result.worst * 1000:.0f} ms"))
-        rows.append(("  throughput", f"{result.total / result.seconds:.0f} req/s over "
-                                     f"{result.seconds:.1f} s ({', '.join(paths)})"))
+        rate = result.total / result.seconds
+        rows.append(("  throughput", f"{rate:.0f} req/s over {result.seconds:.1f} s ({', '.join(paths)})"))
         if result.errors:
             rows.append(("  first failures", "; ".join(result.errors[:3])))
     finally:

@@ -70,7 +70,7 @@ class Runner:
         return argv, env
 
     def start(self, server: str, script: str, *args: str, settings: dict | None = None,
-              yes: bool = True) -> "Started":
+              yes: bool = True) -> Started:
         argv, env = self.command(server, script, *args, settings=settings, yes=yes)
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -510,7 +510,7 @@ def test_status_reports_the_live_release(sb, upd, runner, commits):
     out = run.output
     assert f"revision {commits['e'][:12]}" in out, out
     assert f"live slot {live_slot(sb)}" in out, out
-    assert re.search(r"^health\s+ok\s*$", out, re.M), out
+    assert re.search(r"^health\s+ok\s*$", out, re.MULTILINE), out
     checks = [line for line in out.splitlines() if re.match(r"^\s+(ok|FAIL)\s+(R\d|B\d)", line)]
     assert len(checks) == 5, out
     assert all(line.split()[0] == "ok" for line in checks), "\n".join(checks)
