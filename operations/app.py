@@ -329,6 +329,13 @@ def release(s: Settings):
     if have.get("state") == "complete":
         host.noop(f"release {commit[:12]} is built")
         return
+    if have.get("state") == "partial":
+        # A build whose run was killed can leave its last command running in the folder (a
+        # Poetry install goes on without its SSH session) and make `rm -rf` fail. This run holds
+        # the deploy lock, so whatever still works in the unfinished release is left over: stop it.
+        yield (f"for p in /proc/[0-9]*; do case \"$(readlink $p/cwd 2>/dev/null)\" in "
+               f"{sh(rel)}|{sh(rel)}/*) kill -9 \"${{p#/proc/}}\" 2>/dev/null;; esac; done; "
+               f"rm -rf {sh(rel)} 2>/dev/null || {{ sleep 1; rm -rf {sh(rel)}; }}")
     yield sh("rm", "-rf", rel) + " && " + sh("mkdir", "-p", rel)
     yield from source_commands(s, commit, rel)
     yield f"printf '%s\\n' {sh(commit or s.revision)} > {sh(project + '/REVISION')}"
