@@ -24,6 +24,8 @@ logger.info(f"{host.name}: roll back {from_rev[:12]} -> {to_rev[:12]}. Migration
             f"still applied from {from_rev[:12]}: {kept}"
             + ("; the database backup taken before it will be restored" if s.restore_backup else ""))
 
+if refusal := release.lock_refusal(s):
+    raise SystemExit(refusal)
 state.add_callback_handler(release.ReleaseOnFailure(s, "rollback", from_rev, to_rev))
 release.locked(name="Take the deploy lock", s=s, action=f"rollback to {to_rev[:12]}",
                break_lock=s.break_lock)

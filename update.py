@@ -21,6 +21,8 @@ to_rev = app.target_commit(s)
 release.describe(s, from_rev, to_rev)
 
 if to_rev != from_rev:
+    if refusal := release.lock_refusal(s):
+        raise SystemExit(refusal)
     state.add_callback_handler(release.ReleaseOnFailure(s, "update", from_rev, to_rev or s.revision))
     release.locked(name="Take the deploy lock", s=s, action=f"update to {s.revision}",
                    break_lock=s.break_lock)

@@ -102,14 +102,14 @@ def manage_command(s: Settings, project: str, args: str) -> str:
 
 class MirrorCommit(FactBase):
     """
-    The commit `revision` names in the server's mirror of the repository, after fetching it;
-    empty when there is no mirror yet, `MISSING` when the revision does not exist.
+    The commit `revision` names in the server's mirror of the repository, after fetching it
+    from `url`; empty when there is no mirror yet, `MISSING` when the revision does not exist.
     """
 
-    def command(self, mirror: str, revision: str) -> str:
+    def command(self, mirror: str, url: str, revision: str) -> str:
         m = sh(mirror)
         return (
-            f"[ -d {m} ] || exit 0; "
+            f"[ -d {m} ] || exit 0; git -C {m} remote set-url origin {sh(url)} && "
             f"git -C {m} fetch -q --prune --tags origin '+refs/heads/*:refs/heads/*' && "
             f"{{ git -C {m} rev-parse --verify -q {sh(revision + '^{commit}')} || echo MISSING; }}"
         )
@@ -134,7 +134,8 @@ def target_commit(s: Settings) -> str | None:
     if s.source_mode == "upload":
         commit = local_commit(s.repo_url, s.revision)
     else:
-        commit = host.get_fact(MirrorCommit, mirror=Layout(s).mirror, revision=s.revision)
+        commit = host.get_fact(MirrorCommit, mirror=Layout(s).mirror, url=s.repo_url,
+                               revision=s.revision)
         if commit == "MISSING":
             raise OperationError(f"revision: {s.revision!r} does not exist in {s.repo_url}")
         if not commit:

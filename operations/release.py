@@ -55,6 +55,17 @@ def _stale(holder: dict) -> bool:
     return False
 
 
+def lock_refusal(s: Settings, holder: dict | None = None) -> str | None:
+    """Why this run may not take the deploy lock (who holds it, since when, doing what)."""
+    if holder is None:
+        holder = host.get_fact(DeployLock, path=lock_path(s))
+    if not holder or holder.get("pid") == RUN["pid"] or _stale(holder) or s.break_lock:
+        return None
+    return (f"{host.name}: {s.app_name} is locked by {holder.get('by')} (pid {holder.get('pid')}) "
+            f"since {holder.get('since')}, doing: {holder.get('action')}. Wait for it, or set "
+            "break_lock: true if that run is gone.")
+
+
 @operation(is_idempotent=False)
 def locked(s: Settings, action: str, break_lock: bool = False):
     """
@@ -68,12 +79,8 @@ def locked(s: Settings, action: str, break_lock: bool = False):
     path = lock_path(s)
     holder = host.get_fact(DeployLock, path=path)
     mine = {**RUN, "action": action}
-    if holder and holder.get("pid") != RUN["pid"] and not break_lock and not _stale(holder):
-        raise OperationError(
-            f"{s.app_name} is locked by {holder.get('by')} (pid {holder.get('pid')}) since "
-            f"{holder.get('since')}, doing: {holder.get('action')}. Wait for it, or set "
-            "break_lock: true if that run is gone."
-        )
+    if not break_lock and (refusal := lock_refusal(s, holder)):
+        raise OperationError(refusal)
     take = f"( set -C; printf '%s\\n' {sh(json.dumps(mine))} > {sh(path)} ) 2>/dev/null"
     if holder and holder.get("pid") != RUN["pid"]:
         take = f"rm -f {sh(path)} && " + take
