@@ -22,6 +22,7 @@ COMPLETE = ".djdeploy-complete"
 MIGRATIONS = ".djdeploy-migrations"  # digest of a release's migration files
 PATHS = ".djdeploy-paths.json"
 POETRY_CACHE = "/var/cache/djdeploy/poetry"
+STATIC_MANIFEST = "staticfiles.json"  # Django's ManifestStaticFilesStorage
 
 # The commit a run deploys, per host: fixed for the rest of the run once known, so that the
 # run executes what its preview showed even if the branch moves meanwhile.
@@ -377,6 +378,10 @@ def release(s: Settings):
              "'static_url': s.STATIC_URL, 'media_url': s.MEDIA_URL}))")
     yield (run_as_app(s, project, sh("/bin/sh", "-c", f"{{ {checks}; }} >&2 && {sh(py, '-c', paths)}"))
            + f" > {sh(project + '/' + PATHS)}")
+    # The release keeps its own copy of the static manifest: all releases share one static
+    # folder, and a release started again (rollback) must link the files it was built with.
+    manifest = f"{lay.shared}/static/{STATIC_MANIFEST}"
+    yield f"if [ -f {sh(manifest)} ]; then cp {sh(manifest)} {sh(rel + '/' + STATIC_MANIFEST)}; fi"
     yield f"touch {sh(rel + '/' + COMPLETE)}"
 
 

@@ -8,7 +8,7 @@ import hashlib
 from pyinfra import host
 from pyinfra.api import operation
 
-from .app import COMPLETE, Layout, gunicorn_conf, target_commit
+from .app import COMPLETE, STATIC_MANIFEST, Layout, gunicorn_conf, target_commit
 from .common import FILES, FileDigests, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
@@ -137,6 +137,9 @@ def serve(s: Settings, commit: str | None = None):
     unit = f"{app}@{slot}"
     yield (f"mkdir -p {sh(lay.base + '/slots')} && ln -sfn {sh(rel)} {sh(lay.base)}/slots/{slot}.new && "
            f"mv -T {sh(lay.base)}/slots/{slot}.new {sh(lay.base)}/slots/{slot}")
+    manifest = f"{lay.shared}/static/{STATIC_MANIFEST}"
+    yield (f"if [ -f {sh(rel + '/' + STATIC_MANIFEST)} ]; then cp {sh(rel + '/' + STATIC_MANIFEST)} "
+           f"{sh(manifest + '.new')} && mv -f {sh(manifest + '.new')} {sh(manifest)}; fi")
     yield f"systemctl stop {unit}.service && systemctl start {unit}.socket {unit}.service"
     give_up = (f"{{ systemctl stop {unit}.service {unit}.socket; "
                f"journalctl -u {unit}.service -n 15 --no-pager -o cat >&2; exit 1; }}")
