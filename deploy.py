@@ -11,6 +11,7 @@ from operations import app, database, gunicorn, nginx, python_env, system
 from operations.settings import from_host
 
 s = from_host(host)
+app.planned_commit(s)
 
 packages = [*python_env.BUILD_PACKAGES, "nginx", "openssl", *s.apt_packages]
 if s.database == "postgresql":

@@ -17,7 +17,7 @@ s = from_host(host)
 from_rev = host.get_fact(release.CurrentRevision, base=s.base_dir)
 if not from_rev:
     raise SystemExit(f"{host.name}: nothing is deployed yet; run deploy.py first")
-to_rev = app.target_commit(s)
+to_rev = app.planned_commit(s)
 release.describe(s, from_rev, to_rev)
 
 if to_rev != from_rev:

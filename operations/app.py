@@ -145,6 +145,15 @@ def target_commit(s: Settings) -> str | None:
     return commit
 
 
+def planned_commit(s: Settings) -> str | None:
+    """The target commit, for a deploy file to read before adding steps: a revision that does
+    not exist stops the run here, with one message, before anything changes."""
+    try:
+        return target_commit(s)
+    except OperationError as error:
+        raise SystemExit(f"{host.name}: {error}") from None
+
+
 # -- operations -----------------------------------------------------------------------------
 
 
