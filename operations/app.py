@@ -109,9 +109,13 @@ class MirrorCommit(FactBase):
 
     def command(self, mirror: str, url: str, revision: str) -> str:
         m = sh(mirror)
+        # Runs that start together fetch one after the other (flock); the deploy lock is only
+        # taken later, when the run executes.
+        fetch = (f"[ \"$(git -C {m} remote get-url origin)\" = {sh(url)} ] || "
+                 f"git -C {m} remote set-url origin {sh(url)}; "
+                 f"git -C {m} fetch -q --prune --tags origin '+refs/heads/*:refs/heads/*'")
         return (
-            f"[ -d {m} ] || exit 0; git -C {m} remote set-url origin {sh(url)} && "
-            f"git -C {m} fetch -q --prune --tags origin '+refs/heads/*:refs/heads/*' && "
+            f"[ -d {m} ] || exit 0; flock -w 120 {m}/djdeploy-fetch.lock sh -c {sh(fetch)} && "
             f"{{ git -C {m} rev-parse --verify -q {sh(revision + '^{commit}')} || echo MISSING; }}"
         )
 

@@ -79,12 +79,12 @@ def locked(s: Settings, action: str, break_lock: bool = False):
     path = lock_path(s)
     holder = host.get_fact(DeployLock, path=path)
     mine = {**RUN, "action": action}
-    if not break_lock and (refusal := lock_refusal(s, holder)):
-        raise OperationError(refusal)
     take = f"( set -C; printf '%s\\n' {sh(json.dumps(mine))} > {sh(path)} ) 2>/dev/null"
-    if holder and holder.get("pid") != RUN["pid"]:
+    if holder and holder.get("pid") != RUN["pid"] and (break_lock or _stale(holder)):
         take = f"rm -f {sh(path)} && " + take
-    yield f"mkdir -p {sh(s.base_dir)} && {{ {take} || {{ echo \"locked by $(cat {sh(path)})\" >&2; exit 1; }}; }}"
+    # Taking the lock is atomic (noclobber): of two runs that got this far, one fails here.
+    refused = f"echo \"{s.app_name} is locked by another run: $(cat {sh(path)})\" >&2; exit 1"
+    yield f"mkdir -p {sh(s.base_dir)} && {{ {take} || {{ {refused}; }}; }}"
 
 
 def unlock_command(s: Settings) -> str:
