@@ -19,6 +19,7 @@ if s.database == "postgresql":
 
 system.ca_certificates(name="Trust the extra CA certificates", paths=s.extra_ca_certificates)
 system.packages(name="Debian packages: build tools, git, nginx (B1, B7)", present=packages)
+system.tools(name="The deploy's scripts: health gate, release build")
 
 python_env.pyenv(name=f"pyenv {s.pyenv_ref} in {s.pyenv_root} (R4)",
                  git_url=s.pyenv_git_url, ref=s.pyenv_ref, root=s.pyenv_root)

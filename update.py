@@ -10,7 +10,7 @@ failure leaves the previous release serving, releases the lock and exits non-zer
 
 from pyinfra import host, state
 
-from operations import app, gunicorn, release
+from operations import app, gunicorn, release, system
 from operations.settings import from_host
 
 s = from_host(host)
@@ -26,6 +26,7 @@ if to_rev != from_rev:
     state.add_callback_handler(release.ReleaseOnFailure(s, "update", from_rev, to_rev or s.revision))
     release.locked(name="Take the deploy lock", s=s, action=f"update to {s.revision}",
                    break_lock=s.break_lock)
+    system.tools(name="The deploy's scripts: health gate, release build")
     app.source(name=f"Fetch {s.revision} (U2)", s=s)
     app.release(name="Build the release beside the running one: .venv, Poetry, static files, "
                      "pre-flight checks (U2, U3)", s=s)

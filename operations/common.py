@@ -16,6 +16,8 @@ from pyinfra.api.util import format_text
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 FILES = ROOT / "files"
+# The scripts of files/ on the server, run by the release's or pyenv's Python.
+TOOLS = {"health": "/usr/local/lib/djdeploy/health.py", "build": "/usr/local/lib/djdeploy/build.py"}
 
 _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES),

@@ -9,11 +9,11 @@ from pyinfra import host
 from pyinfra.api import operation
 
 from .app import COMPLETE, STATIC_MANIFEST, Layout, gunicorn_conf, target_commit
-from .common import FILES, FileDigests, JsonState, config_file, render, sh
+from .common import TOOLS, FileDigests, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
 
-HEALTH = "/usr/local/lib/djdeploy/health.py"
+HEALTH = TOOLS["health"]
 SLOTS = ("a", "b")
 
 
@@ -26,7 +26,7 @@ def unit_paths(s: Settings) -> dict[str, str]:
 def units(s: Settings):
     """
     The hardened template units `<app>@.service` and `<app>@.socket` (one instance per slot;
-    the socket is 0660 for nginx's group only) and the health-gate script.
+    the socket is 0660 for nginx's group only).
 
     + s: settings
     """
@@ -40,7 +40,6 @@ def units(s: Settings):
     before = host.get_fact(FileDigests, paths=list(wanted))
     for path, content in wanted.items():
         yield from config_file._inner(path=path, content=content)
-    yield from config_file._inner(path=HEALTH, content=(FILES / "djdeploy_health.py").read_text())
     if any(before.get(p, {}).get("sha256") != hashlib.sha256(c.encode()).hexdigest()
            for p, c in wanted.items()):
         yield "systemctl daemon-reload"
@@ -132,38 +131,45 @@ def serve(s: Settings, commit: str | None = None):
             yield set_current
         return
 
-    yield f"test -f {sh(rel + '/' + COMPLETE)} || {{ echo 'release {rel} is incomplete' >&2; exit 1; }}"
     slot = live if not (live_ok and now.get(live)) else SLOTS[1 - SLOTS.index(live)]
     unit = f"{app}@{slot}"
-    yield (f"mkdir -p {sh(lay.base + '/slots')} && ln -sfn {sh(rel)} {sh(lay.base)}/slots/{slot}.new && "
-           f"mv -T {sh(lay.base)}/slots/{slot}.new {sh(lay.base)}/slots/{slot}")
     manifest = f"{lay.shared}/static/{STATIC_MANIFEST}"
-    yield (f"if [ -f {sh(rel + '/' + STATIC_MANIFEST)} ]; then cp {sh(rel + '/' + STATIC_MANIFEST)} "
-           f"{sh(manifest + '.new')} && mv -f {sh(manifest + '.new')} {sh(manifest)}; fi")
-    yield f"systemctl stop {unit}.service && systemctl start {unit}.socket {unit}.service"
+    # Each step below is one command: a switch is a handful of round trips, not dozens.
+    yield " && ".join([
+        f"{{ test -f {sh(rel + '/' + COMPLETE)} || {{ echo 'release {rel} is incomplete' >&2; exit 1; }}; }}",
+        f"mkdir -p {sh(lay.base + '/slots')}",
+        f"ln -sfn {sh(rel)} {sh(lay.base)}/slots/{slot}.new",
+        f"mv -T {sh(lay.base)}/slots/{slot}.new {sh(lay.base)}/slots/{slot}",
+        f"{{ [ ! -f {sh(rel + '/' + STATIC_MANIFEST)} ] || {{ cp {sh(rel + '/' + STATIC_MANIFEST)} "
+        f"{sh(manifest + '.new')} && mv -f {sh(manifest + '.new')} {sh(manifest)}; }}; }}",
+        f"systemctl stop {unit}.service",
+        f"systemctl start {unit}.socket {unit}.service",
+    ])
     give_up = (f"{{ systemctl stop {unit}.service {unit}.socket; "
                f"journalctl -u {unit}.service -n 15 --no-pager -o cat >&2; exit 1; }}")
-    yield health_command(s, commit or s.revision, slot) + " || " + give_up
-    yield f"systemctl enable -q {unit}.socket {unit}.service"
-    if slot != live:
-        old = f"{app}@{live}"
-        upstream = upstream_path(s)
-        switch_to = render("nginx-upstream.conf.j2", app_name=app, slot=slot)
-        back_to = render("nginx-upstream.conf.j2", app_name=app, slot=live)
-        yield from config_file._inner(path=upstream + ".djdeploy-new", content=switch_to)
-        yield apply_command(upstream, upstream + ".djdeploy-new", None)
-        revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
-                  f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
-                  "echo 'traffic returned to the previous release' >&2; exit 1; }")
-        yield health_command(s, commit or s.revision) + " || " + revert
-        yield set_current
-        yield sh(s.python_bin, HEALTH, "--drain", "10")
-        # The old slot finishes its requests in the background; the new one already serves.
-        yield (f"systemctl disable -q {old}.socket {old}.service && "
-               f"systemctl stop --no-block {old}.service {old}.socket")
-    else:
-        yield health_command(s, commit or s.revision)
-        yield set_current
+    yield (f"{{ {health_command(s, commit or s.revision, slot)} || {give_up}; }} && "
+           f"systemctl enable -q {unit}.socket {unit}.service")
+    if slot == live:
+        yield health_command(s, commit or s.revision) + " && { " + set_current + "; }"
+        return
+    old = f"{app}@{live}"
+    upstream = upstream_path(s)
+    switch_to = render("nginx-upstream.conf.j2", app_name=app, slot=slot)
+    back_to = render("nginx-upstream.conf.j2", app_name=app, slot=live)
+    yield (f"printf %s {sh(switch_to)} > {sh(upstream + '.djdeploy-new')} && "
+           + apply_command(upstream, upstream + ".djdeploy-new", None))
+    revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
+              f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
+              "echo 'traffic returned to the previous release' >&2; exit 1; }")
+    # Once nginx's old workers have drained, the old slot finishes its last requests in the
+    # background; the new one already serves.
+    yield " && ".join([
+        f"{{ {health_command(s, commit or s.revision)} || {revert}; }}",
+        f"{{ {set_current}; }}",
+        sh(s.python_bin, HEALTH, "--drain", "10"),
+        f"systemctl disable -q {old}.socket {old}.service",
+        f"systemctl stop --no-block {old}.service {old}.socket",
+    ])
 
 
 @operation()

@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, operation
 from pyinfra.facts.deb import DebPackages
 
-from .common import FileDigests, sh
+from .common import FILES, TOOLS, FileDigests, config_file, sh
 
 CA_DIR = "/usr/local/share/ca-certificates"
 
@@ -58,3 +58,12 @@ def ca_certificates(paths: list[str]):
         yield "update-ca-certificates >/dev/null"
     else:
         host.noop("CA certificates are trusted")
+
+
+@operation()
+def tools():
+    """
+    The deploy's own scripts on the server (`files/`): the health gate and the release build.
+    """
+    for name, path in TOOLS.items():
+        yield from config_file._inner(path=path, content=(FILES / f"djdeploy_{name}.py").read_text())
