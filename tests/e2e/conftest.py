@@ -10,6 +10,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from sandbox import Sandbox, Server
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 DEPLOY_TIMEOUT = 1800
+RUN_TIMEOUT = 600
 
 # Every pyinfra run of the session: (what, combined output). The secrets test scans them all.
 OUTPUTS: list[tuple[str, str]] = []
@@ -74,16 +76,16 @@ class Run:
         return f"{' '.join(self.args)} -> {self.returncode}\n{self.output[-6000:]}"
 
 
-class Deployer:
-    """Runs `pyinfra inventory.py deploy.py` as a user would, against one sandbox server."""
+class Runner:
+    """Runs `pyinfra inventory.py <script>` against one sandbox server, as a user would."""
 
-    def __init__(self, sb: Sandbox, workdir: Path):
+    def __init__(self, sb, workdir: Path):
         self.sb = sb
         self.workdir = workdir
         self.count = 0
 
-    def run(self, server: str, *args: str, settings: dict | None = None, yes: bool = True,
-            timeout: float = DEPLOY_TIMEOUT) -> Run:
+    def command(self, server: str, script: str, *args: str, settings: dict | None = None,
+                yes: bool = True) -> tuple[list[str], dict]:
         env = {**os.environ, "SANDBOX_STATE": str(self.sb.state_dir), "PYTHONUNBUFFERED": "1"}
         env.pop("DJDEPLOY_SETTINGS", None)
         env.pop("PYINFRA_YES", None)
@@ -92,14 +94,51 @@ class Deployer:
             path = self.workdir / f"settings-{self.count}.json"
             path.write_text(json.dumps(settings))
             env["DJDEPLOY_SETTINGS"] = str(path)
-        argv = [PYINFRA, *(["-y"] if yes else []), *args, "--limit", server,
-                "inventory.py", "deploy.py"]
-        started = time.monotonic()
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        run = Run(argv[1:], proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
-        OUTPUTS.append((f"{server}: {' '.join(run.args)}", run.output))
+        argv = [PYINFRA, *(["-y"] if yes else []), *args, "--limit", server, "inventory.py", script]
+        return argv, env
+
+    def start(self, server: str, script: str, *args: str, settings: dict | None = None,
+              yes: bool = True) -> Started:
+        argv, env = self.command(server, script, *args, settings=settings, yes=yes)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        return Started(server, argv, proc, time.monotonic())
+
+    def run(self, server: str, script: str, *args: str, settings: dict | None = None,
+            yes: bool = True, timeout: float = RUN_TIMEOUT) -> Run:
+        return self.start(server, script, *args, settings=settings, yes=yes).wait(timeout)
+
+
+class Started:
+    """A pyinfra run in the background; its output is read (and its end timed) as it goes."""
+
+    def __init__(self, server: str, argv: list[str], proc: subprocess.Popen, started: float):
+        self.server, self.argv, self.proc, self.started = server, argv, proc, started
+        self.out, self.err, self.ended = "", "", None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        self.out, self.err = self.proc.communicate()
+        self.ended = time.monotonic()
+
+    def wait(self, timeout: float = RUN_TIMEOUT) -> Run:
+        self.reader.join(timeout)
+        if self.reader.is_alive():
+            self.proc.kill()
+            self.reader.join(30)
+        ended = self.ended or time.monotonic()
+        run = Run(self.argv[1:], self.proc.returncode, self.out, self.err, ended - self.started)
+        OUTPUTS.append((f"{self.server}: {' '.join(run.args)}", run.output))
         return run
+
+
+class Deployer(Runner):
+    """Runs `pyinfra inventory.py deploy.py` as a user would, against one sandbox server."""
+
+    def run(self, server: str, *args: str, settings: dict | None = None, yes: bool = True,
+            timeout: float = DEPLOY_TIMEOUT) -> Run:
+        return super().run(server, "deploy.py", *args, settings=settings, yes=yes, timeout=timeout)
 
 
 @dataclass

@@ -19,8 +19,6 @@ load, two updates at once (c -> d), a killed update (d -> e), and status last.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import shlex
@@ -34,7 +32,7 @@ import pytest
 
 from bench.load import Load
 
-from .conftest import OUTPUTS, PYINFRA, ROOT, Run, http_get, note, sh, wait_for
+from .conftest import Run, Runner, http_get, note, sh, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,67 +40,6 @@ APP = "bizsite"
 BASE = f"/srv/{APP}"
 DB = f"{BASE}/shared/data/db.sqlite3"
 SERVER = "upd"
-RUN_TIMEOUT = 600
-
-
-# -- running update.py, rollback.py and status.py ----------------------------------------------
-
-
-class Runner:
-    """Runs `pyinfra inventory.py <script>` against one sandbox server, as a user would."""
-
-    def __init__(self, sb, workdir: Path):
-        self.sb = sb
-        self.workdir = workdir
-        self.count = 0
-
-    def command(self, server: str, script: str, *args: str, settings: dict | None = None,
-                yes: bool = True) -> tuple[list[str], dict]:
-        env = {**os.environ, "SANDBOX_STATE": str(self.sb.state_dir), "PYTHONUNBUFFERED": "1"}
-        env.pop("DJDEPLOY_SETTINGS", None)
-        env.pop("PYINFRA_YES", None)
-        if settings is not None:
-            self.count += 1
-            path = self.workdir / f"update-settings-{self.count}.json"
-            path.write_text(json.dumps(settings))
-            env["DJDEPLOY_SETTINGS"] = str(path)
-        argv = [PYINFRA, *(["-y"] if yes else []), *args, "--limit", server, "inventory.py", script]
-        return argv, env
-
-    def start(self, server: str, script: str, *args: str, settings: dict | None = None,
-              yes: bool = True) -> Started:
-        argv, env = self.command(server, script, *args, settings=settings, yes=yes)
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        return Started(server, argv, proc, time.monotonic())
-
-    def run(self, server: str, script: str, *args: str, settings: dict | None = None,
-            yes: bool = True, timeout: float = RUN_TIMEOUT) -> Run:
-        return self.start(server, script, *args, settings=settings, yes=yes).wait(timeout)
-
-
-class Started:
-    """A pyinfra run in the background; its output is read (and its end timed) as it goes."""
-
-    def __init__(self, server: str, argv: list[str], proc: subprocess.Popen, started: float):
-        self.server, self.argv, self.proc, self.started = server, argv, proc, started
-        self.out, self.err, self.ended = "", "", None
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        self.out, self.err = self.proc.communicate()
-        self.ended = time.monotonic()
-
-    def wait(self, timeout: float = RUN_TIMEOUT) -> Run:
-        self.reader.join(timeout)
-        if self.reader.is_alive():
-            self.proc.kill()
-            self.reader.join(30)
-        ended = self.ended or time.monotonic()
-        run = Run(self.argv[1:], self.proc.returncode, self.out, self.err, ended - self.started)
-        OUTPUTS.append((f"{self.server}: {' '.join(run.args)}", run.output))
-        return run
 
 
 # -- the revisions --------------------------------------------------------------------------
