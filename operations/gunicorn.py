@@ -3,13 +3,12 @@ health-checked before nginx sends it traffic, and the old one is stopped after i
 
 from __future__ import annotations
 
-import hashlib
 
 from pyinfra import host
 from pyinfra.api import operation
 
 from .app import COMPLETE, STATIC_MANIFEST, Layout, gunicorn_conf, target_commit
-from .common import TOOLS, FileDigests, JsonState, config_file, render, sh
+from .common import TOOLS, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
 
@@ -35,13 +34,12 @@ def units(s: Settings):
                    env_files=lay.env_files(), timeout=s.gunicorn_timeout,
                    postgresql=s.database == "postgresql", web_group=WEB_GROUP)
     paths = unit_paths(s)
-    wanted = {paths["service"]: render("gunicorn.service.j2", **context),
-              paths["socket"]: render("gunicorn.socket.j2", **context)}
-    before = host.get_fact(FileDigests, paths=list(wanted))
-    for path, content in wanted.items():
-        yield from config_file._inner(path=path, content=content)
-    if any(before.get(p, {}).get("sha256") != hashlib.sha256(c.encode()).hexdigest()
-           for p, c in wanted.items()):
+    changed = False
+    for kind, template in (("service", "gunicorn.service.j2"), ("socket", "gunicorn.socket.j2")):
+        for command in config_file._inner(path=paths[kind], content=render(template, **context)):
+            changed = True
+            yield command
+    if changed:
         yield "systemctl daemon-reload"
 
 

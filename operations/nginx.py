@@ -26,6 +26,16 @@ def upstream_path(s: Settings) -> str:
     return f"/etc/nginx/{s.app_name}-upstream.conf"
 
 
+def served_from(lay: Layout, root: str) -> str:
+    """Where nginx finds a folder: one the project keeps inside a release is reached through
+    `current`, so the site config does not change with every release."""
+    prefix = lay.releases + "/"
+    if not root.startswith(prefix):
+        return root
+    _, _, inside = root[len(prefix):].partition("/")
+    return f"{lay.current}/{inside}".rstrip("/")
+
+
 def apply_command(path: str, new: str, enabled: str | None) -> str:
     """Move `new` over `path` only if `nginx -t` accepts it; otherwise put the old one back."""
     link = f"ln -sfn {sh(path)} {sh(enabled)} && " if enabled else ""
@@ -82,17 +92,8 @@ def site(s: Settings):
     lay = Layout(s)
     cert, key = tls_paths(s)
     paths = release_info(s).get("paths") or {}
-    static_root = paths.get("static", f"{lay.shared}/static")
-    media_root = paths.get("media", f"{lay.shared}/media")
-    # A project that keeps its files inside the release is served through `current`.
-    for name, root in (("static", static_root), ("media", media_root)):
-        if root.startswith(lay.releases + "/"):
-            rest = root[len(lay.releases) + 1:].split("/", 1)
-            root = lay.current + ("/" + rest[1] if len(rest) > 1 else "")
-        if name == "static":
-            static_root = root
-        else:
-            media_root = root
+    static_root = served_from(lay, paths.get("static", f"{lay.shared}/static"))
+    media_root = served_from(lay, paths.get("media", f"{lay.shared}/media"))
     content = render(
         "nginx-site.conf.j2", app_name=s.app_name, http_port=s.http_port, https_port=s.https_port,
         tls=s.tls != "off", tls_certificate=cert, tls_key=key,
