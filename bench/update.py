@@ -37,59 +37,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import Load
+from bench.revisions import add_column, both, page_note, push_branches
 from sandbox import Sandbox
 
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 SERVER = "bench"
 BASE = "/srv/bizsite"
 
-MIGRATION = '''from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-
-    dependencies = [("sales", "0002_customer_vat_number_order_status_index")]
-
-    operations = [
-        migrations.AddField(
-            model_name="customer",
-            name="bench_note",
-            field=models.CharField(max_length=20, null=True, blank=True),
-        ),
-    ]
-'''
-H1 = '<h1>{% translate "Overview" %}</h1>'
-HOME = "sales/templates/sales/home.html"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def make_branches(sb: Sandbox) -> dict[str, str]:
     """bench-b and bench-c on the source repository; returns branch -> commit."""
-    bare = sb.source.repo_path("example_app")
-    with tempfile.TemporaryDirectory(prefix="bench-repo-") as tmp:
-        work = Path(tmp) / "example_app"
-        subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
-        git(work, "config", "user.name", "Update Benchmark")
-        git(work, "config", "user.email", "bench@example.invalid")
-        commits = {"main": git(work, "rev-parse", "origin/main")}
-        page = work / HOME
-        original = page.read_text()
-        git(work, "checkout", "-q", "-B", "bench-b", commits["main"])
-        page.write_text(original.replace(H1, f'{H1}\n<p id="release-note">Bench B</p>', 1))
-        (work / "sales/migrations/0003_customer_bench_note.py").write_text(MIGRATION)
-        git(work, "add", "-A")
-        git(work, "commit", "-q", "-m", "Bench B: page change and a migration")
-        commits["bench-b"] = git(work, "rev-parse", "HEAD")
-        page.write_text(original.replace(H1, f'{H1}\n<p id="release-note">Bench C</p>', 1))
-        git(work, "commit", "-q", "-am", "Bench C: page change")
-        commits["bench-c"] = git(work, "rev-parse", "HEAD")
-        for branch in ("bench-b", "bench-c"):
-            git(work, "push", "-q", "-f", "origin", f"{commits[branch]}:refs/heads/{branch}")
-    return commits
+    return push_branches(sb.source.repo_path("example_app"), {
+        "bench-b": ("main", both(page_note("Bench B"), add_column("bench_note")),
+                    "Bench B: page change and a migration"),
+        "bench-c": ("bench-b", page_note("Bench C"), "Bench C: page change"),
+    }, author="Update Benchmark")
 
 
 class Runner:

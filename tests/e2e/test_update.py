@@ -23,7 +23,6 @@ import random
 import re
 import shlex
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import Load
+from bench.revisions import add_column, both, git, page_note, push_branches
 
 from .conftest import Run, Runner, http_get, note, sh, wait_for
 
@@ -45,22 +45,6 @@ SERVER = "upd"
 # -- the revisions --------------------------------------------------------------------------
 
 
-MIGRATION_B = '''from django.db import migrations, models
-
-
-class Migration(migrations.Migration):
-
-    dependencies = [("sales", "0002_customer_vat_number_order_status_index")]
-
-    operations = [
-        migrations.AddField(
-            model_name="customer",
-            name="loyalty_tier",
-            field=models.CharField(max_length=20, null=True, blank=True),
-        ),
-    ]
-'''
-
 MIGRATION_BAD = '''from django.db import migrations
 
 
@@ -74,30 +58,6 @@ class Migration(migrations.Migration):
 
     operations = [migrations.RunPython(explode, migrations.RunPython.noop)]
 '''
-
-HOME = "sales/templates/sales/home.html"
-H1 = '<h1>{% translate "Overview" %}</h1>'
-
-
-def _page_note(text: str):
-    def edit(root: Path) -> None:
-        page = root / HOME
-        body = page.read_text()
-        body = re.sub(r'\n<p id="release-note">[^<]*</p>', "", body)
-        assert H1 in body
-        page.write_text(body.replace(H1, f'{H1}\n<p id="release-note">{text}</p>', 1))
-    return edit
-
-
-def _revision_b(root: Path) -> None:
-    _page_note("Release B")(root)
-    (root / "sales/migrations/0003_customer_loyalty_tier.py").write_text(MIGRATION_B)
-    models = root / "sales/models.py"
-    body = models.read_text()
-    anchor = '    contract = models.FileField('
-    assert anchor in body
-    models.write_text(body.replace(
-        anchor, '    loyalty_tier = models.CharField(max_length=20, null=True, blank=True)\n' + anchor, 1))
 
 
 def _bad_migration(root: Path) -> None:
@@ -125,10 +85,11 @@ def _bad_health(root: Path) -> None:
 
 # branch: (parent, edit, subject)
 BRANCHES = {
-    "b": ("main", _revision_b, "Release B: release note on the home page, loyalty tier column"),
-    "c": ("b", _page_note("Release C"), "Release C"),
-    "d": ("c", _page_note("Release D"), "Release D"),
-    "e": ("d", _page_note("Release E"), "Release E"),
+    "b": ("main", both(page_note("Release B"), add_column("loyalty_tier")),
+          "Release B: release note on the home page, loyalty tier column"),
+    "c": ("b", page_note("Release C"), "Release C"),
+    "d": ("c", page_note("Release D"), "Release D"),
+    "e": ("d", page_note("Release E"), "Release E"),
     "badmig": ("main", _bad_migration, "A migration that fails"),
     "badurls": ("main", _bad_urls, "urls.py with a syntax error"),
     "badsettings": ("main", _bad_settings, "Settings that raise on import"),
@@ -136,28 +97,12 @@ BRANCHES = {
 }
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
-def commits(sb, tmp_path_factory) -> dict[str, str]:
+def commits(sb) -> dict[str, str]:
     """The test branches pushed to the source repository; branch -> commit (main included)."""
     bare = sb.source.repo_path("example_app")
-    work = tmp_path_factory.mktemp("example_app")
-    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
-    git(work, "config", "user.name", "Update Tests")
-    git(work, "config", "user.email", "update-tests@example.invalid")
-    result = {"main": git(work, "rev-parse", "origin/main")}
-    for branch, (parent, edit, subject) in BRANCHES.items():
-        git(work, "checkout", "-q", "-B", branch, result[parent])
-        edit(work)
-        git(work, "add", "-A")
-        git(work, "commit", "-q", "-m", subject)
-        git(work, "push", "-q", "-f", "origin", f"HEAD:refs/heads/{branch}")
-        result[branch] = git(work, "rev-parse", "HEAD")
-    assert git(work, "ls-remote", "origin", "refs/heads/main").split()[0] == result["main"]
+    result = push_branches(bare, BRANCHES, author="Update Tests")
+    assert git(bare, "rev-parse", "refs/heads/main") == result["main"]
     return result
 
 
