@@ -230,7 +230,7 @@ def environment(s: Settings):
     lay = Layout(s)
     names = s.server_names or [host.name]
     https = s.tls != "off"
-    origins = [f"{'https' if https else 'http'}://{n}" for n in names if n not in ("_",) and "*" not in n]
+    origins = [f"{'https' if https else 'http'}://{n}" for n in names if "*" not in n]
     variables = {
         "DJANGO_SETTINGS_MODULE": s.settings_module,
         "DEBUG": "false",

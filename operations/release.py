@@ -1,5 +1,5 @@
-"""Around a release switch: the server lock, pre-flight checks, database backups, pruning old
-releases, and the audit log."""
+"""Around a release switch: the server lock, the update preview, database backups and their
+restore, pruning old releases, rollback targets, the audit log and the status report."""
 
 from __future__ import annotations
 
