@@ -9,9 +9,8 @@ to do, of a rollback, and the requests served / failed and the worst latency see
 
 Cost: without --image the server is deployed first (the CPython compile, about 3 minutes on two
 cores), then the measurements take about a minute. With --image (a snapshot of a deployed
-server, e.g. `python -m sandbox snapshot`) only the minute. The snapshot's server fetches the
-code from the source server of its own sandbox: pass that sandbox's --state, or the mirror's
-origin is pointed at this sandbox's source server.
+server, e.g. `python -m sandbox snapshot`) only the minute; the deploy points the snapshot's
+repository mirror at this sandbox's source server by itself.
 
 The revisions measured are branches `bench-b` (the source repository's `main` + a page change +
 a migration adding a nullable column) and `bench-c` (bench-b + another page change) of the
@@ -93,18 +92,13 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     work = Path(tempfile.mkdtemp(prefix="bench-settings-"))
     try:
-        sb.source.info()
-        commits = make_branches(sb)
         run = Runner(sb, work)
         sb.remove_server(SERVER)
         started = time.monotonic()
         server = sb.add_server(SERVER, os="debian12", image=args.image)
         rows.append(("server started" + (" from snapshot" if args.image else " (bare)"),
                      f"{time.monotonic() - started:.1f} s"))
-        if args.image:
-            # The snapshot's mirror may name another sandbox's source server.
-            url = sb.deploy_settings()["repo_url"]
-            sb.exec(SERVER, f"git -C {BASE}/repo.git remote set-url origin '{url}'")
+        commits = make_branches(sb)  # now that a server runs, so does the source server
         seconds, _, _ = run.run("deploy.py", {"revision": "main"})
         rows.append(("deploy.py of A" + (" (on the snapshot)" if args.image else " (first deploy)"),
                      f"{seconds:.1f} s"))

@@ -306,6 +306,9 @@ class Sandbox:
         self._create_and_start(name, os, image)
         self._wait_ready(name)
         self._after_boot(name)
+        # The source server listens on the container network's gateway, which exists only
+        # while a container runs: start it now that one does.
+        self.source.info()
         return self.server(name)
 
     def up(self, servers: int = 1, os: str = "debian12") -> list[Server]:

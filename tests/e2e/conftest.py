@@ -211,8 +211,7 @@ def sb(tmp_path_factory):
     sandbox = Sandbox(state_dir=state)
     sandbox.snapshots = []  # image references to remove at the end
     try:
-        sandbox.source.info()  # the source server: pyenv, CPython tarball, example_app.git
-        yield sandbox
+        yield sandbox  # servers start the source server (pyenv, CPython, example_app.git)
     finally:
         try:
             sandbox.down()
@@ -231,7 +230,7 @@ def deployer(sb, tmp_path_factory) -> Deployer:
 
 
 @pytest.fixture(scope="session")
-def deployed_commit(sb) -> str:
+def deployed_commit(sb, d12) -> str:
     repo = sb.source.repo_path("example_app")
     return subprocess.run(["git", "-C", str(repo), "rev-parse", "main"], check=True,
                           capture_output=True, text=True).stdout.strip()

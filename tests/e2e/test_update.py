@@ -98,7 +98,7 @@ BRANCHES = {
 
 
 @pytest.fixture(scope="module")
-def commits(sb) -> dict[str, str]:
+def commits(sb, d12) -> dict[str, str]:
     """The test branches pushed to the source repository; branch -> commit (main included)."""
     bare = sb.source.repo_path("example_app")
     result = push_branches(bare, BRANCHES, author="Update Tests")
