@@ -115,7 +115,7 @@ class Sandbox:
         self,
         state_dir: Path | str | None = None,
         *,
-        boot_timeout: float = 60,
+        boot_timeout: float = 120,
         log=_log_stderr,
     ) -> None:
         if state_dir is None:

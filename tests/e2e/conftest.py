@@ -180,7 +180,7 @@ def http_get(port: int, path: str, host: str = "localhost", https: bool = False,
         conn.close()
 
 
-def wait_for(port: int, path: str, status: int = 200, seconds: float = 30, **kw) -> Response:
+def wait_for(port: int, path: str, status: int = 200, seconds: float = 60, **kw) -> Response:
     """Poll until `path` answers `status`; the last answer (or error) is in the failure."""
     deadline = time.monotonic() + seconds
     last: object = None

@@ -101,7 +101,7 @@ def test_fresh_server_serves_the_site(sb, d12: Deployed, deployer, deployed_comm
     finally:
         rerun = deployer.run("d12")
     assert rerun.returncode == 0, rerun.explain()
-    wait_for(port, "/healthz/", seconds=15)
+    wait_for(port, "/healthz/", seconds=60)
     assert http_get(port, "/").status == 200
 
 
@@ -211,7 +211,7 @@ def test_reboot_brings_the_site_back(sb, d12: Deployed):
     """Acceptance 5: after a reboot the site answers by itself."""
     after = sb.restart("d12")
     assert after.http_port == d12.server.http_port
-    wait_for(d12.server.http_port, "/healthz/", seconds=30)
+    wait_for(d12.server.http_port, "/healthz/", seconds=60)
     assert http_get(d12.server.http_port, "/").status == 200
 
 

@@ -19,6 +19,7 @@ load, two updates at once (c -> d), a killed update (d -> e), and status last.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shlex
@@ -40,6 +41,10 @@ APP = "bizsite"
 BASE = f"/srv/{APP}"
 DB = f"{BASE}/shared/data/db.sqlite3"
 SERVER = "upd"
+
+# Figures measured earlier in this module's run, for tests that compare with them (never with a
+# fixed number of seconds: a slow or busy machine makes every step slower alike).
+MEASURED: dict[str, float] = {}
 
 
 # -- the revisions --------------------------------------------------------------------------
@@ -213,7 +218,7 @@ def test_app_that_does_not_import_keeps_the_old_release(sb, upd, runner, commits
 def test_unhealthy_release_keeps_the_old_release(sb, upd, runner, commits):
     before = current(sb)
     slot = live_slot(sb)
-    run = update(runner, "badhealth", health_timeout=5)
+    run = update(runner, "badhealth", health_timeout=15)
     assert run.returncode != 0, run.explain()
     assert "health check failed" in run.output and "500" in run.output, run.explain()
     assert_a_serves(sb, upd, commits, before)
@@ -234,6 +239,7 @@ def test_update_to_b_keeps_data_and_media(sb, upd, runner, commits, pytestconfig
     run = update(runner, "b")
     note(pytestconfig, f"update A -> B (code and migration): {run.seconds:.1f}s")
     assert run.returncode == 0, run.explain()
+    MEASURED["update"] = run.seconds
     assert "new migrations: 0003_customer_loyalty_tier.py" in run.output, run.explain()
 
     assert version(upd) == commits["b"]
@@ -255,7 +261,8 @@ def test_update_to_b_keeps_data_and_media(sb, upd, runner, commits, pytestconfig
 
 def test_rollback_returns_to_a_quickly(sb, upd, runner, commits, pytestconfig):
     run = runner.run(SERVER, "rollback.py")
-    note(pytestconfig, f"rollback B -> A: {run.seconds:.1f}s")
+    note(pytestconfig, f"rollback B -> A: {run.seconds:.1f}s "
+                       f"({run.seconds / MEASURED['update']:.2f}x the update it undoes)")
     assert run.returncode == 0, run.explain()
     assert version(upd) == commits["main"]
     assert current(sb).endswith(commits["main"][:12])
@@ -263,7 +270,11 @@ def test_rollback_returns_to_a_quickly(sb, upd, runner, commits, pytestconfig):
     assert "loyalty_tier" in customer_columns(sb)  # B's migration stays applied
     assert http_get(upd.http_port, "/").status == 200
     assert http_get(upd.http_port, "/customers/").status == 200  # A runs on the newer schema
-    assert run.seconds < 5, f"rollback took {run.seconds:.1f}s"
+    # Quick means it builds nothing: the release it returns to is still on the server, so
+    # going back costs a fraction of the update that built the release it leaves.
+    assert "Poetry" not in run.output and "poetry sync" not in run.output, run.explain()
+    assert run.seconds < 0.75 * MEASURED["update"], \
+        f"rollback {run.seconds:.1f}s vs update {MEASURED['update']:.1f}s in the same run"
 
 
 def test_rollback_with_restore_backup(sb, upd, runner, commits, pytestconfig):
@@ -297,35 +308,55 @@ def test_rollback_with_restore_backup(sb, upd, runner, commits, pytestconfig):
 def test_update_without_a_new_revision_changes_nothing(sb, upd, runner, commits, pytestconfig):
     before = current(sb)
     run = update(runner, "b")
-    note(pytestconfig, f"no-op update: {run.seconds:.1f}s")
+    note(pytestconfig, f"no-op update: {run.seconds:.1f}s "
+                       f"({run.seconds / MEASURED['update']:.2f}x a real update)")
     assert run.returncode == 0, run.explain()
     assert "already serves; nothing to update" in run.output, run.explain()
     total = grand_total(run)
     assert total[1] == "-", run.explain()  # no operation changed anything
     assert current(sb) == before
-    assert run.seconds < 5, f"no-op update took {run.seconds:.1f}s"
+    assert run.seconds < 0.5 * MEASURED["update"], \
+        f"no-op update {run.seconds:.1f}s vs a real update {MEASURED['update']:.1f}s in the same run"
 
 
 # -- under load, at once, killed ------------------------------------------------------------
+
+
+def stall_limit(baseline: float) -> float:
+    """The worst latency allowed while a release switches, from the worst latency of the same
+    load just before: a slow machine raises both, a stalled switch only the second."""
+    return 2 * baseline + 0.75
 
 
 def test_update_under_load_has_no_downtime(sb, upd, runner, commits, pytestconfig):
     paths = ["/", static_css(upd)]
     # 20 clients, each waiting 50 ms between requests (a busy office, not a benchmark: with
     # no pause the clients alone saturate two cores and the latency measures the queue).
-    load = Load(upd.http_port, paths, clients=20, seconds=180, max_requests=100_000, pause=0.05)
-    with load:
+    def load() -> Load:
+        return Load(upd.http_port, paths, clients=20, seconds=180, max_requests=100_000,
+                    pause=0.05, timeout=15)
+
+    with load() as before:
+        time.sleep(10)
+    baseline = before.result
+    with load() as during:
         time.sleep(1)
         run = update(runner, "c")
         time.sleep(1)
-    result = load.result
-    note(pytestconfig, f"update B -> C under load ({run.seconds:.1f}s): {result.summary()}")
+    result = during.result
+    limit = stall_limit(baseline.worst)
+    note(pytestconfig, f"load before the update: {baseline.summary()}")
+    note(pytestconfig, f"update B -> C under load ({run.seconds:.1f}s): {result.summary()}; "
+                       f"worst {result.worst * 1000:.0f} ms against {limit * 1000:.0f} ms allowed "
+                       f"(load average {os.getloadavg()[0]:.1f})")
     assert run.returncode == 0, run.explain()
     assert version(upd) == commits["c"]
+    assert baseline.failed == 0 and not baseline.odd, baseline.summary()
     assert result.served > 100, result.summary()
     assert result.failed == 0, f"{result.summary()}; {result.errors}"
     assert not result.odd, f"answers other than 200: {result.summary()}"  # static files too
-    assert result.worst < 0.5, result.summary()
+    assert result.worst < limit, \
+        f"a request waited {result.worst:.2f}s during the switch, {baseline.worst:.2f}s before it"
 
 
 def test_two_updates_at_once(sb, upd, runner, commits, pytestconfig):
