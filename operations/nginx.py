@@ -4,6 +4,7 @@ before it replaces a working one."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from pyinfra import host
@@ -26,14 +27,13 @@ def upstream_path(s: Settings) -> str:
     return f"/etc/nginx/{s.app_name}-upstream.conf"
 
 
-def served_from(lay: Layout, root: str) -> str:
-    """Where nginx finds a folder: one the project keeps inside a release is reached through
-    `current`, so the site config does not change with every release."""
+def in_release(lay: Layout, root: str) -> str | None:
+    """A folder the project keeps inside its release, as a path relative to the release."""
     prefix = lay.releases + "/"
     if not root.startswith(prefix):
-        return root
+        return None
     _, _, inside = root[len(prefix):].partition("/")
-    return f"{lay.current}/{inside}".rstrip("/")
+    return inside.rstrip("/")
 
 
 def apply_command(path: str, new: str, enabled: str | None) -> str:
@@ -92,15 +92,21 @@ def site(s: Settings):
     lay = Layout(s)
     cert, key = tls_paths(s)
     paths = release_info(s).get("paths") or {}
-    static_root = served_from(lay, paths.get("static", f"{lay.shared}/static"))
-    media_root = served_from(lay, paths.get("media", f"{lay.shared}/media"))
+    static_root = paths.get("static") or f"{lay.shared}/static"
+    media_root = paths.get("media") or f"{lay.shared}/media"
+    static_url = paths.get("static_url") or "/static/"
+    media_url = paths.get("media_url", "/media/")
+    # Uploads the project keeps inside its release are linked to shared/media by the build.
+    if paths.get("media_in_release") or in_release(lay, media_root) is not None:
+        media_root = f"{lay.shared}/media"
     content = render(
         "nginx-site.conf.j2", app_name=s.app_name, http_port=s.http_port, https_port=s.https_port,
-        tls=s.tls != "off", tls_certificate=cert, tls_key=key,
+        tls=s.tls != "off", tls_certificate=cert, tls_key=key, base=lay.base,
         server_names=s.server_names or [host.name], client_max_body_size=s.client_max_body_size,
-        static_url=paths.get("static_url", "/static/"), media_url=paths.get("media_url", "/media/"),
-        static_root=static_root.rstrip("/"), media_root=media_root.rstrip("/"),
-        timeout=s.gunicorn_timeout,
+        static_url=static_url, static_url_re=re.escape(static_url),
+        static_in_release=in_release(lay, static_root), static_root=static_root.rstrip("/"),
+        media_url=media_url if media_url.startswith("/") and media_url != "/" else "",
+        media_root=media_root.rstrip("/"), timeout=s.gunicorn_timeout, internal_addresses=[],
     )
     path = f"{SITES}/{s.app_name}.conf"
     upstream = upstream_path(s)
