@@ -27,7 +27,7 @@ DERIVED_ENV = "names.env"  # the secret values under the names the project reads
 POETRY_CACHE = "/var/cache/djdeploy/poetry"
 STATIC_MANIFEST = "staticfiles.json"  # Django's ManifestStaticFilesStorage
 DEPLOY_DIR = ".djdeploy"  # the deploy's own files in a release, outside the project's packages
-NPM_CACHE = "/var/cache/djdeploy/npm"
+NPM_CACHE = "/var/cache/djdeploy/npm"  # one folder per app: <NPM_CACHE>-<app>
 
 # The commit a run deploys, per host: fixed for the rest of the run once known, so that the
 # run executes what its preview showed even if the branch moves meanwhile.
@@ -60,6 +60,10 @@ class Layout:
     def mirror(self) -> str:
         return f"{self.base}/repo.git"
 
+    @property
+    def npm_cache(self) -> str:
+        return f"{NPM_CACHE}-{self.s.app_name}"
+
     def release(self, commit: str) -> str:
         return f"{self.releases}/{commit[:12]}"
 
@@ -87,8 +91,8 @@ class Layout:
             self.s.config_dir: ("root", app, 0o750),
             POETRY_CACHE: ("root", "root", 0o700),
             # npm's cache and home for front-end builds, which run as the app user
-            NPM_CACHE: (app, app, 0o750),
-            f"{NPM_CACHE}/home": (app, app, 0o750),
+            self.npm_cache: (app, app, 0o750),
+            f"{self.npm_cache}/home": (app, app, 0o750),
         }
 
 
@@ -430,7 +434,7 @@ def build_spec(s: Settings, project: Project, commit: str, rel: str) -> dict:
     lay = Layout(s)
     only = ",".join(["main", *s.poetry_groups])
     extras = [w for e in s.poetry_extras for w in ("--extras", e)]
-    build_env = {"HOME": f"{NPM_CACHE}/home", "npm_config_cache": NPM_CACHE,
+    build_env = {"HOME": f"{lay.npm_cache}/home", "npm_config_cache": lay.npm_cache,
                  "NODE_EXTRA_CA_CERTS": SYSTEM_CA_BUNDLE, "npm_config_update_notifier": "false",
                  "npm_config_fund": "false", "npm_config_audit": "false"}
     if s.npm_registry_url:

@@ -160,7 +160,7 @@ def serve(s: Settings, commit: str | None = None):
     switch_to = render("nginx-upstream.conf.j2", app_name=app, slot=slot)
     back_to = render("nginx-upstream.conf.j2", app_name=app, slot=live)
     yield (f"printf %s {sh(switch_to)} > {sh(upstream + '.djdeploy-new')} && "
-           + apply_command(upstream, upstream + ".djdeploy-new", None))
+           + apply_command({upstream: upstream + ".djdeploy-new"}))
     revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
               f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
               "echo 'traffic returned to the previous release' >&2; exit 1; }")
