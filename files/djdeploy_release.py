@@ -147,7 +147,8 @@ def link_into_shared(target: Path, shared: Path) -> None:
 def build(spec: dict) -> int:
     release, project = Path(spec["release"]), Path(spec["project"])
     venv = project / ".venv"
-    (project / "REVISION").write_text(spec["revision"] + "\n")
+    for folder in {release, project}:  # the release's commit, for the deploy and the project
+        (folder / "REVISION").write_text(spec["revision"] + "\n")
     (release / MIGRATIONS).write_text(migration_digest(project) + "\n")
 
     # 2. The runbook's .venv in the Django project root, filled by Poetry (which uses the venv
