@@ -34,7 +34,7 @@ DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="Taskboard <norepl
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 EMAIL_SUBJECT_PREFIX = "[Taskboard] "
 
-# ADMIN
+# LOGGING
 # ------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
