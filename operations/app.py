@@ -197,8 +197,18 @@ def planned_project(s: Settings) -> Project | None:
     if project is None:
         logger.info(f"{host.name}: project: found once the repository is fetched")
     else:
-        logger.info(f"{host.name}: project: {project.describe()}")
+        announce(project)
     return project
+
+
+_announced: set[str] = set()
+
+
+def announce(project: Project) -> None:
+    """Say once per host what the deploy found in the project."""
+    if host.name not in _announced:
+        _announced.add(host.name)
+        logger.info(f"{host.name}: project: {project.describe()}")
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -421,6 +431,7 @@ def project_checked(s: Settings):
     if project is None:
         host.noop("the project is checked once the repository is fetched")
     else:
+        announce(project)  # a first deploy finds it only now
         try:
             check_python(project, s.python_version)
         except ProjectError as error:
