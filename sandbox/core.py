@@ -453,4 +453,6 @@ class Sandbox:
             "extra_ca_certificates": [str(p) for p in ca_certificates()],
             "repo_url": src.git_url("example_app"),
             "revision": "main",
+            # The example app has a health check of its own: the gate asks it.
+            "health_check_path": "/healthz/",
         }

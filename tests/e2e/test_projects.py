@@ -96,8 +96,9 @@ def test_project_deploys_updates_and_rolls_back(sb, compat, runner, folder, pyte
     sb.source.publish(name, PROJECTS / folder)
     commits = push_branches(sb.source.repo_path(name), {"v2": ("main", second_commit, "v2")},
                             author="Project Tests")
+    # The sandbox's defaults describe the example app: its repository and its own health URL.
     settings = {"app_name": app, "repo_url": sb.source.git_url(name), "revision": "main",
-                "server_names": [f"{app}.test"], **own}
+                "health_check_path": "", "server_names": [f"{app}.test"], **own}
     base = f"/srv/{app}"
 
     first = deploy(runner, "deploy.py", app, settings)
@@ -199,7 +200,7 @@ def test_a_project_that_refuses_the_python_stops_before_building(sb, compat, run
     sb.source.publish("project-strict", work)
     run = runner.run(SERVER, "deploy.py", settings={
         "app_name": "pstrict", "repo_url": sb.source.git_url("project-strict"),
-        "server_names": ["pstrict.test"]})
+        "health_check_path": "", "server_names": ["pstrict.test"]})
     assert run.returncode != 0, run.explain()
     assert "python_version: 3.11.2 is not accepted" in run.output and ">=3.99" in run.output, run.explain()
     assert sh(sb, SERVER, "ls /srv/pstrict/releases 2>/dev/null | wc -l").stdout.strip() == "0"
