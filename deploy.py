@@ -12,14 +12,19 @@ from operations.settings import from_host
 
 s = from_host(host)
 app.planned_commit(s)
+app.planned_project(s)
 
 packages = [*python_env.BUILD_PACKAGES, "nginx", "openssl", *s.apt_packages]
 if s.database == "postgresql":
     packages.append("postgresql")
+if s.nodejs:
+    packages += ["nodejs", "npm"]
 
 system.ca_certificates(name="Trust the extra CA certificates", paths=s.extra_ca_certificates)
 system.packages(name="Debian packages: build tools, git, nginx (B1, B7)", present=packages)
-system.tools(name="The deploy's scripts: health gate, release build")
+system.tools(name="The deploy's scripts: health gate, release build, environment")
+app.source(name=f"Source code of {s.revision} (B2)", s=s)
+app.project_checked(name="The Django project and the Python it accepts", s=s)
 
 python_env.pyenv(name=f"pyenv {s.pyenv_ref} in {s.pyenv_root} (R4)",
                  git_url=s.pyenv_git_url, ref=s.pyenv_ref, root=s.pyenv_root)
@@ -33,7 +38,6 @@ app.account(name=f"System user {s.app_name}", s=s)
 app.layout(name=f"Release layout in {s.base_dir}", s=s)
 db = database.postgresql(name="PostgreSQL role and database", s=s)
 env = app.environment(name="Environment: database, run mode, secret key (B3)", s=s)
-app.source(name=f"Source code of {s.revision} (B2)", s=s)
 app.release(name="Release: code, .venv in the project root, Poetry install, static files, checks "
                  "(B2, B4, R6, R7)", s=s)
 units = gunicorn.units(name="Gunicorn systemd units (B8)", s=s)

@@ -8,12 +8,13 @@ Migrations are not undone: the release you return to runs on the newer schema. S
 
 from pyinfra import host, logger, state
 
-from operations import gunicorn, release
+from operations import app, gunicorn, release
 from operations.settings import from_host
 
 s = from_host(host)
 from_rev = host.get_fact(release.CurrentRevision, base=s.base_dir)
-target = host.get_fact(release.RollbackTarget, base=s.base_dir, subdir=s.project_subdir,
+subdir = app.effective(s, from_rev).project_subdir if from_rev else s.project_subdir
+target = host.get_fact(release.RollbackTarget, base=s.base_dir, subdir=subdir,
                        commit=s.rollback_to)
 if not target:
     wanted = s.rollback_to or "the release before the current one"

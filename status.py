@@ -8,13 +8,15 @@ audit log entries, and the runbook's own checks (R3-R8).
 
 from pyinfra import host
 
-from operations import release
+from operations import app, release
 from operations.settings import from_host
 
 s = from_host(host)
+revision = host.get_fact(release.CurrentRevision, base=s.base_dir)
+s = app.effective(s, revision) if revision else s
 st = host.get_fact(release.Status, base=s.base_dir, app=s.app_name, subdir=s.project_subdir,
                    pyenv_root=s.pyenv_root, version=s.python_version,
-                   health=s.health_check_path, python=s.python_bin)
+                   health=s.health_path, python=s.python_bin)
 
 
 def mark(ok: bool) -> str:

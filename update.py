@@ -19,6 +19,8 @@ if not from_rev:
     raise SystemExit(f"{host.name}: nothing is deployed yet; run deploy.py first")
 to_rev = app.planned_commit(s)
 release.describe(s, from_rev, to_rev)
+if to_rev != from_rev:
+    app.planned_project(s)
 
 if to_rev != from_rev:
     if refusal := release.lock_refusal(s):
@@ -26,8 +28,9 @@ if to_rev != from_rev:
     state.add_callback_handler(release.ReleaseOnFailure(s, "update", from_rev, to_rev or s.revision))
     release.locked(name="Take the deploy lock", s=s, action=f"update to {s.revision}",
                    break_lock=s.break_lock)
-    system.tools(name="The deploy's scripts: health gate, release build")
+    system.tools(name="The deploy's scripts: health gate, release build, environment")
     app.source(name=f"Fetch {s.revision} (U2)", s=s)
+    app.project_checked(name="The Django project and the Python it accepts", s=s)
     app.release(name="Build the release beside the running one: .venv, Poetry, static files, "
                      "pre-flight checks (U2, U3)", s=s)
     gunicorn.config(name="gunicorn.conf.py of the release", s=s)

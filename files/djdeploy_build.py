@@ -1,16 +1,19 @@
 """Finish a new release in one start of its Django project (run as the app user, with the app's
 environment, in the project root, by the release's own Python):
 
-- collect the static files beside the live ones and move them in file by file (a rename is
-  atomic and nothing is deleted, so the running release keeps every file it links to);
+- collect the static files. Into a static folder inside the release: directly (the release is
+  new). Into one outside it, shared by releases: beside the live files first, then moved in
+  file by file (a rename is atomic and nothing is deleted, so the running release keeps every
+  file it links to);
 - run Django's deploy checks: errors fail the release, warnings are shown;
-- print, as JSON, where the project keeps its static and media files, for nginx.
+- print, as JSON, where the project keeps its static and media files and SQLite databases.
 
-Usage: python djdeploy_build.py INCOMING_NAME
+Usage: python djdeploy_build.py INCOMING_NAME --release RELEASE_FOLDER
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -30,19 +33,37 @@ def publish(source: str, target: str) -> None:
             os.replace(os.path.join(folder, name), os.path.join(destination, name))
 
 
+def within(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("incoming")
+    parser.add_argument("--release", required=True)
+    args = parser.parse_args()
     sys.path.insert(0, os.getcwd())  # the project, as manage.py would have it
     django.setup()
-    static_root = str(settings.STATIC_ROOT)
-    incoming = os.path.join(static_root, sys.argv[1])
-    shutil.rmtree(incoming, ignore_errors=True)
-    with override_settings(STATIC_ROOT=incoming):
+    static_root = str(settings.STATIC_ROOT or "")
+    if not static_root:
+        print("STATIC_ROOT is not set in the project's settings: nothing to collect for nginx",
+              file=sys.stderr)
+    elif within(static_root, args.release):
         call_command("collectstatic", interactive=False, verbosity=0)
-    publish(incoming, static_root)
-    shutil.rmtree(incoming)
+    else:
+        incoming = os.path.join(static_root, args.incoming)
+        shutil.rmtree(incoming, ignore_errors=True)
+        with override_settings(STATIC_ROOT=incoming):
+            call_command("collectstatic", interactive=False, verbosity=0)
+        publish(incoming, static_root)
+        shutil.rmtree(incoming)
     call_command("check", deploy=True, fail_level="ERROR", stdout=sys.stderr)
-    print(json.dumps({"static": static_root, "media": str(settings.MEDIA_ROOT),
-                      "static_url": settings.STATIC_URL, "media_url": settings.MEDIA_URL}))
+    sqlite = [str(db["NAME"]) for db in settings.DATABASES.values()
+              if db.get("ENGINE", "").endswith("sqlite3") and str(db.get("NAME", "")).startswith("/")]
+    print(json.dumps({"static": static_root, "media": str(settings.MEDIA_ROOT or ""),
+                      "static_url": settings.STATIC_URL, "media_url": settings.MEDIA_URL,
+                      "sqlite": sqlite}))
     return 0
 
 

@@ -1,19 +1,22 @@
 """Health gate for a release: ask one Gunicorn slot (through its socket) or nginx (through a
-URL) until the health path answers 200 and /version/ names the expected revision, or time runs
-out. Also waits for nginx's old workers to drain after a reload. Standard library only: it runs
-on the server with pyenv's Python.
+URL) until the health path answers 200 and the deploy's version answer (/_djdeploy/version)
+names the expected revision, or time runs out. Also waits for nginx's old workers to drain
+after a reload. Standard library only: it runs on the server with pyenv's Python.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import socket
 import ssl
 import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
+
+VERSION = "/_djdeploy/version"
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -67,9 +70,13 @@ def check(args) -> str | None:
         if status != 200:
             return f"{args.path} answered {status}: {body[:200]}"
         if args.revision:
-            status, body = get(args, "/version/")
-            if status != 200 or body.split()[0:1] != [args.revision]:
-                return f"/version/ answered {status} {body[:80]!r}, expected {args.revision}"
+            status, body = get(args, VERSION)
+            try:
+                revision = json.loads(body).get("revision") if status == 200 else None
+            except (ValueError, AttributeError):
+                revision = None
+            if revision != args.revision:
+                return f"{VERSION} answered {status} {body[:80]!r}, expected {args.revision}"
     except (OSError, http.client.HTTPException) as error:
         return f"no answer: {error}"
     return None
@@ -91,7 +98,7 @@ def main() -> int:
     target.add_argument("--url", help="nginx's base URL, e.g. http://127.0.0.1:80")
     parser.add_argument("--host", default="localhost", help="Host header to send")
     parser.add_argument("--https", action="store_true", help="say the request came over HTTPS")
-    parser.add_argument("--path", default="/healthz/")
+    parser.add_argument("--path", default="/_djdeploy/health")
     parser.add_argument("--revision", default="", help="commit /version/ must name")
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("--drain", type=float, default=0,

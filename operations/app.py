@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import json
 import os
 import shlex
 import subprocess
@@ -11,18 +12,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
 
-from .common import TOOLS, JsonState, PathStates, config_file, env_prefix, render, sh
-from .python_env import tool_env
-from .settings import Settings
+from .common import FILES, TOOLS, JsonState, PathStates, config_file, env_prefix, render, sh
+from .python_env import SYSTEM_CA_BUNDLE, tool_env
+from .project import Project, ProjectError, check_python, inspect, resolved
+from .settings import SECRET_ENV_VALUES, Settings
 
 COMPLETE = ".djdeploy-complete"
 MIGRATIONS = ".djdeploy-migrations"  # digest of a release's migration files
 PATHS = ".djdeploy-paths.json"
+DERIVED_ENV = "names.env"  # the secret values under the names the project reads
 POETRY_CACHE = "/var/cache/djdeploy/poetry"
 STATIC_MANIFEST = "staticfiles.json"  # Django's ManifestStaticFilesStorage
+DEPLOY_DIR = ".djdeploy"  # the deploy's own files in a release, outside the project's packages
+NPM_CACHE = "/var/cache/djdeploy/npm"  # one folder per app: <NPM_CACHE>-<app>
 
 # The commit a run deploys, per host: fixed for the rest of the run once known, so that the
 # run executes what its preview showed even if the branch moves meanwhile.
@@ -55,6 +60,10 @@ class Layout:
     def mirror(self) -> str:
         return f"{self.base}/repo.git"
 
+    @property
+    def npm_cache(self) -> str:
+        return f"{NPM_CACHE}-{self.s.app_name}"
+
     def release(self, commit: str) -> str:
         return f"{self.releases}/{commit[:12]}"
 
@@ -64,7 +73,8 @@ class Layout:
     def env_files(self) -> list[str]:
         """The environment files of the app, in order; `-` marks optional ones (systemd)."""
         c = self.s.config_dir
-        return [f"{c}/app.env", f"{c}/secret_key.env", f"-{c}/database.env", f"-{c}/secrets.env"]
+        return [f"{c}/app.env", f"{c}/secret_key.env", f"-{c}/database.env", f"-{c}/secrets.env",
+                f"-{c}/{DERIVED_ENV}"]
 
     @property
     def dirs(self) -> dict[str, tuple[str, str, int]]:
@@ -80,6 +90,9 @@ class Layout:
             f"{self.shared}/backups": ("root", "root", 0o700),
             self.s.config_dir: ("root", app, 0o750),
             POETRY_CACHE: ("root", "root", 0o700),
+            # npm's cache and home for front-end builds, which run as the app user
+            self.npm_cache: (app, app, 0o750),
+            f"{self.npm_cache}/home": (app, app, 0o750),
         }
 
 
@@ -158,6 +171,46 @@ def planned_commit(s: Settings) -> str | None:
         raise SystemExit(f"{host.name}: {error}") from None
 
 
+def found_project(s: Settings, commit: str | None = None) -> Project | None:
+    """The Django project of the target commit (or `commit`), as its source shows it; None
+    while the commit is not known yet (no mirror on the server)."""
+    try:
+        return inspect(s, commit or target_commit(s), Layout(s).mirror)
+    except ProjectError as error:
+        raise OperationError(str(error)) from None
+
+
+def effective(s: Settings, commit: str | None = None) -> Settings:
+    """The settings with what the project says filled in where they leave it to the deploy."""
+    return resolved(s, found_project(s, commit))
+
+
+def planned_project(s: Settings) -> Project | None:
+    """The project the run deploys, shown in the preview; a project that cannot be found or
+    does not accept `python_version` stops the run here, before anything changes."""
+    try:
+        project = found_project(s)
+        if project is not None:
+            check_python(project, s.python_version)
+    except (OperationError, ProjectError) as error:
+        raise SystemExit(f"{host.name}: {error}") from None
+    if project is None:
+        logger.info(f"{host.name}: project: found once the repository is fetched")
+    else:
+        announce(project)
+    return project
+
+
+_announced: set[str] = set()
+
+
+def announce(project: Project) -> None:
+    """Say once per host what the deploy found in the project."""
+    if host.name not in _announced:
+        _announced.add(host.name)
+        logger.info(f"{host.name}: project: {project.describe()}")
+
+
 # -- operations -----------------------------------------------------------------------------
 
 
@@ -219,30 +272,55 @@ def layout(s: Settings):
         host.noop("release layout is in place")
 
 
+class SecretEnvironment(FactBase):
+    """
+    Whether the secret environment files made on the server (files/djdeploy_env.py) are as
+    their spec asks: `same`, or `differs` (also before the server has the script or Python).
+    """
+
+    def command(self, python: str, spec: str) -> str:
+        script = TOOLS["env"]
+        return (f"if [ -x {sh(python)} ] && [ -f {sh(script)} ] && [ -f {sh(spec)} ]; then "
+                f"{sh(python, script, 'check', spec)}; else echo differs; fi")
+
+    def process(self, output):
+        return output[-1].strip() if output else "differs"
+
+
+def app_values(s: Settings) -> dict[str, str]:
+    """The deploy's values the app reads from its environment that are not secret."""
+    lay = Layout(s)
+    names = s.server_names or [host.name]
+    https = s.tls != "off"
+    values = {
+        "debug": "false",
+        "allowed_hosts": ",".join([*names, "localhost", "127.0.0.1"]),
+        "csrf_trusted_origins": ",".join(f"{'https' if https else 'http'}://{n}"
+                                         for n in names if "*" not in n),
+        "data_dir": f"{lay.shared}/data",
+        "static_root": f"{lay.shared}/static",
+        "media_root": f"{lay.shared}/media",
+        "https": "true" if https else "false",
+    }
+    if s.database == "sqlite":
+        values["database_url"] = f"sqlite:///{lay.shared}/data/db.sqlite3"
+    return values
+
+
 @operation()
 def environment(s: Settings):
     """
     The app's environment files (runbook B3), outside the code, readable by root and the app
-    group only: settings in `app.env`, secrets in their own files, never printed.
+    group only: settings in `app.env`, secrets in their own files, never printed. Each value
+    goes under the names the project reads (`env_names`); the secret ones are put under their
+    names on the server itself, and so is the `.env` file when the project wants one.
 
     + s: settings
     """
-    lay = Layout(s)
-    names = s.server_names or [host.name]
-    https = s.tls != "off"
-    origins = [f"{'https' if https else 'http'}://{n}" for n in names if "*" not in n]
-    variables = {
-        "DJANGO_SETTINGS_MODULE": s.settings_module,
-        "DEBUG": "false",
-        "ALLOWED_HOSTS": ",".join([*names, "localhost", "127.0.0.1"]),
-        "CSRF_TRUSTED_ORIGINS": ",".join(origins),
-        "DATA_DIR": f"{lay.shared}/data",
-        "STATIC_ROOT": f"{lay.shared}/static",
-        "MEDIA_ROOT": f"{lay.shared}/media",
-        "HTTPS": "true" if https else "false",
-    }
-    if s.database == "sqlite":
-        variables["DATABASE_URL"] = f"sqlite:///{lay.shared}/data/db.sqlite3"
+    s = effective(s)
+    variables = {"DJANGO_SETTINGS_MODULE": s.settings_module}
+    for key, value in app_values(s).items():
+        variables.update({name: value for name in s.env_names_of(key)})
     variables.update({k: str(v) for k, v in s.env.items()})
     yield from config_file._inner(
         path=f"{s.config_dir}/app.env", content=render("app.env.j2", app_name=s.app_name,
@@ -265,6 +343,21 @@ def environment(s: Settings):
         yield (f"umask 077 && printf 'SECRET_KEY=%s\\n' \"$(head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_')\""
                f" > {sh(key_file)} && " + sh("chgrp", s.app_name, key_file) + " && "
                + sh("chmod", "640", key_file))
+    lay = Layout(s)
+    spec_path = f"{s.config_dir}/environment.json"
+    dotenv = f"{s.config_dir}/dotenv"
+    spec = {
+        "sources": [f.lstrip("-") for f in lay.env_files() if not f.endswith(DERIVED_ENV)],
+        "names": {key: s.env_names_of(key) for key in SECRET_ENV_VALUES},
+        "out": f"{s.config_dir}/{DERIVED_ENV}",
+        "dotenv": dotenv if s.dotenv else "",
+        "remove": [] if s.dotenv else [dotenv],
+        "group": s.app_name,
+    }
+    yield from config_file._inner(path=spec_path, content=json.dumps(spec, indent=1) + "\n",
+                                  group=s.app_name, mode=0o640)
+    if host.get_fact(SecretEnvironment, python=s.python_bin, spec=spec_path) != "same":
+        yield sh(s.python_bin, TOOLS["env"], "write", spec_path)
 
 
 class ReleaseState(JsonState):
@@ -327,20 +420,89 @@ def source(s: Settings):
 
 
 @operation()
+def project_checked(s: Settings):
+    """
+    The project found in the fetched source, and the Python it accepts compared with
+    `python_version`, before anything is built (a mismatch names both).
+
+    + s: settings
+    """
+    project = found_project(s)
+    if project is None:
+        host.noop("the project is checked once the repository is fetched")
+    else:
+        announce(project)  # a first deploy finds it only now
+        try:
+            check_python(project, s.python_version)
+        except ProjectError as error:
+            raise OperationError(str(error)) from None
+        host.noop(f"project: {project.describe()}")
+    yield from ()  # checks only: nothing to change
+
+
+def build_spec(s: Settings, project: Project, commit: str, rel: str) -> dict:
+    """What files/djdeploy_release.py needs to build a release (nothing secret)."""
+    lay = Layout(s)
+    only = ",".join(["main", *s.poetry_groups])
+    extras = [w for e in s.poetry_extras for w in ("--extras", e)]
+    build_env = {"HOME": f"{lay.npm_cache}/home", "npm_config_cache": lay.npm_cache,
+                 "NODE_EXTRA_CA_CERTS": SYSTEM_CA_BUNDLE, "npm_config_update_notifier": "false",
+                 "npm_config_fund": "false", "npm_config_audit": "false"}
+    if s.npm_registry_url:
+        build_env["npm_config_registry"] = s.npm_registry_url
+    return {
+        "release": rel,
+        "project": lay.project(rel),
+        "poetry_dir": f"{rel}/{project.poetry_dir}".rstrip("/"),
+        "revision": commit,
+        "app": s.app_name,
+        "python": s.python_bin,
+        "env_files": lay.env_files(),
+        "poetry_args": ["sync", "--no-interaction", "--no-ansi", "--no-root", "--only", only, *extras],
+        "poetry_env": {**tool_env(s.package_index_url), "POETRY_CACHE_DIR": POETRY_CACHE,
+                       "POETRY_CONFIG_DIR": "/opt/poetry/config"},
+        "pip_env": tool_env(s.package_index_url),
+        "gunicorn": s.gunicorn_version,
+        "build_commands": s.build_commands,
+        "build_env": build_env,
+        "collect": TOOLS["build"],
+        "incoming": f".incoming-{commit[:12]}",
+        "shared": lay.shared,
+        "dotenv": f"{s.config_dir}/dotenv" if s.dotenv else "",
+    }
+
+
+def release_files(s: Settings, commit: str, rel: str):
+    """The deploy's own files in a release: `gunicorn.conf.py` in the project root (runbook B8)
+    and, outside the project's packages, the wrapper that answers /_djdeploy/ (health, version)."""
+    lay = Layout(s)
+    project = lay.project(rel)
+    info = {"revision": commit, "wsgi_app": s.wsgi_app, "settings_module": s.settings_module}
+    yield from config_file._inner(path=f"{rel}/{DEPLOY_DIR}/release.json",
+                                  content=json.dumps(info, indent=1) + "\n")
+    yield from config_file._inner(path=f"{rel}/{DEPLOY_DIR}/djdeploy_wsgi.py",
+                                  content=(FILES / "djdeploy_wsgi.py").read_text())
+    yield from config_file._inner(path=f"{project}/gunicorn.conf.py",
+                                  content=gunicorn_conf(s, commit, rel))
+
+
+@operation()
 def release(s: Settings):
     """
     The release folder for the target commit, built completely or not at all: the code, the
     runbook's `.venv` in the Django project root (R6, R7) made by pyenv's Python with
-    `-m venv` and filled by Poetry from the lock (B4), `gunicorn.conf.py` (B8), the static
-    files (B7), and the pre-flight checks that must pass before it may serve.
+    `-m venv` and filled by Poetry from the lock (B4), `gunicorn.conf.py` (B8), the project's
+    build commands, the static files (B7), and the pre-flight checks that must pass before it
+    may serve (files/djdeploy_release.py).
 
     + s: settings
     """
-    lay = Layout(s)
     commit = target_commit(s)
+    project = found_project(s)
+    s = resolved(s, project)
+    lay = Layout(s)
     rel = lay.release(commit) if commit else f"{lay.releases}/<{s.revision}>"
-    project = lay.project(rel)
-    have = host.get_fact(ReleaseState, release=rel, project=project) if commit else {}
+    have = host.get_fact(ReleaseState, release=rel, project=lay.project(rel)) if commit else {}
     if have.get("state") == "complete":
         host.noop(f"release {commit[:12]} is built")
         return
@@ -353,44 +515,21 @@ def release(s: Settings):
                f"rm -rf {sh(rel)} 2>/dev/null || {{ sleep 1; rm -rf {sh(rel)}; }}")
     yield sh("rm", "-rf", rel) + " && " + sh("mkdir", "-p", rel)
     yield from source_commands(s, commit, rel)
-    # The venv has no pip of its own: Poetry installs into it, and skipping ensurepip saves
-    # seconds on every release.
-    yield " && ".join([
-        f"printf '%s\\n' {sh(commit or s.revision)} > {sh(project + '/REVISION')}",
-        f"cd {sh(project)}",
-        "{ find . -path ./.venv -prune -o -path '*/migrations/*.py' -type f -print | LC_ALL=C sort "
-        f"| xargs -r sha256sum | sha256sum | cut -c1-64 > {sh(rel + '/' + MIGRATIONS)}; }}",
-        sh(s.python_bin, "-m", "venv", "--without-pip", ".venv"),
-    ])
-    only = ",".join(["main", *s.poetry_groups])
-    extras = [w for e in s.poetry_extras for w in ("--extras", e)]
-    env = {**tool_env(s.package_index_url), "POETRY_VIRTUALENVS_IN_PROJECT": "true",
-           "POETRY_CACHE_DIR": POETRY_CACHE, "POETRY_CONFIG_DIR": "/opt/poetry/config"}
-    yield (f"cd {sh(project)} && " + env_prefix(env)
-           + sh("poetry", "sync", "--no-interaction", "--no-ansi", "--no-root", "--only", only, *extras))
-    yield f"chown -R root:root {sh(rel)} && chmod -R u+rwX,go+rX,go-w {sh(rel)}"
-    yield from config_file._inner(path=f"{project}/gunicorn.conf.py",
-                                  content=gunicorn_conf(s, commit or s.revision, project))
-    # Pre-flight, before the release may serve (it is marked complete only if they pass): static
-    # files collected and Django's deploy checks in one start of the project (files/
-    # djdeploy_build.py, which also prints where static and media live), then Gunicorn's config
-    # check, which imports the WSGI app (preload_app).
-    build = sh(f"{project}/.venv/bin/python", TOOLS["build"], f".incoming-{(commit or 'new')[:12]}")
-    check = sh(f"{project}/.venv/bin/gunicorn", "--check-config", "-c", "gunicorn.conf.py")
-    yield (run_as_app(s, project, sh("/bin/sh", "-c", f"{build} && {check} >&2"))
-           + f" > {sh(project + '/' + PATHS)}")
-    # The release keeps its own copy of the static manifest: all releases share one static
-    # folder, and a release started again (rollback) must link the files it was built with.
-    manifest = f"{lay.shared}/static/{STATIC_MANIFEST}"
-    yield f"if [ -f {sh(manifest)} ]; then cp {sh(manifest)} {sh(rel + '/' + STATIC_MANIFEST)}; fi"
-    yield f"touch {sh(rel + '/' + COMPLETE)}"
+    if project is None:  # the preview of a first deploy: the source is not fetched yet
+        yield sh(s.python_bin, TOOLS["release"], "build", f"{rel}/{DEPLOY_DIR}/build.json")
+        return
+    yield from release_files(s, commit, rel)
+    spec = f"{rel}/{DEPLOY_DIR}/build.json"
+    yield from config_file._inner(path=spec, content=json.dumps(build_spec(s, project, commit, rel),
+                                                                indent=1) + "\n")
+    yield sh(s.python_bin, TOOLS["release"], "build", spec)
 
 
-def gunicorn_conf(s: Settings, revision: str, project: str) -> str:
+def gunicorn_conf(s: Settings, revision: str, rel: str) -> str:
     """The release's `gunicorn.conf.py` (runbook B8): it belongs to the release it serves."""
     return render("gunicorn.conf.py.j2", app_name=s.app_name, revision=revision,
-                  wsgi_app=s.wsgi_app, project=project, workers=s.gunicorn_workers,
-                  timeout=s.gunicorn_timeout)
+                  wsgi_app=s.wsgi_app, project=Layout(s).project(rel), workers=s.gunicorn_workers,
+                  timeout=s.gunicorn_timeout, wrapper=f"{rel}/{DEPLOY_DIR}/djdeploy_wsgi.py")
 
 
 class MigrationState(FactBase):
@@ -434,6 +573,7 @@ def migrate(s: Settings):
 
     + s: settings
     """
+    s = effective(s)
     lay = Layout(s)
     commit = target_commit(s)
     if not needs_migrate(s):
@@ -457,7 +597,7 @@ def manage_wrapper(s: Settings):
 
     + s: settings
     """
-    lay = Layout(s)
+    lay = Layout(effective(s))
     content = render("manage.sh.j2", app_name=s.app_name,
                      project=lay.project(lay.current), env_files=lay.env_files())
     yield from config_file._inner(path=f"/usr/local/bin/{s.app_name}-manage", content=content,
@@ -469,7 +609,7 @@ def release_info(s: Settings) -> dict:
     commit = target_commit(s)
     if not commit:
         return {}
-    lay = Layout(s)
+    lay = Layout(effective(s))
     rel = lay.release(commit)
     return host.get_fact(ReleaseState, release=rel, project=lay.project(rel))
 

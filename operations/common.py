@@ -16,8 +16,10 @@ from pyinfra.api.util import format_text
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 FILES = ROOT / "files"
-# The scripts of files/ on the server, run by the release's or pyenv's Python.
-TOOLS = {"health": "/usr/local/lib/djdeploy/health.py", "build": "/usr/local/lib/djdeploy/build.py"}
+# The scripts of files/ on the server (files/djdeploy_<name>.py), run by pyenv's Python or, for
+# `build`, by the release's own.
+TOOLS = {name: f"/usr/local/lib/djdeploy/{name}.py"
+         for name in ("health", "build", "release", "env", "wsgi")}
 
 _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
-from .app import COMPLETE, STATIC_MANIFEST, Layout, gunicorn_conf, target_commit
+from .app import COMPLETE, STATIC_MANIFEST, Layout, effective, release_files, target_commit
 from .common import TOOLS, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
@@ -29,6 +29,7 @@ def units(s: Settings):
 
     + s: settings
     """
+    s = effective(s)
     lay = Layout(s)
     context = dict(app_name=s.app_name, base=lay.base, subdir=s.project_subdir,
                    env_files=lay.env_files(), timeout=s.gunicorn_timeout,
@@ -52,17 +53,18 @@ def target_release(s: Settings, commit: str | None = None) -> tuple[str | None, 
 @operation()
 def config(s: Settings, commit: str | None = None):
     """
-    `gunicorn.conf.py` in the Django project root of the release (runbook B8), kept in step
-    with the settings after the release was built.
+    `gunicorn.conf.py` in the Django project root of the release (runbook B8) and the deploy's
+    health and version wrapper beside it, kept in step with the settings after the release was
+    built (a release built by an older deploy gets them too).
 
     + s: settings
     + commit: the release; default the target revision's
     """
-    lay = Layout(s)
     commit, rel = target_release(s, commit)
-    project = lay.project(rel)
-    yield from config_file._inner(path=f"{project}/gunicorn.conf.py",
-                                  content=gunicorn_conf(s, commit or s.revision, project))
+    if not commit:
+        host.noop("written with the release")
+        return
+    yield from release_files(effective(s, commit), commit, rel)
 
 
 class Serving(JsonState):
@@ -91,12 +93,15 @@ def nginx_url(s: Settings) -> tuple[str, str, bool]:
 
 
 def health_command(s: Settings, commit: str, slot: str | None = None) -> str:
-    args = ["--path", s.health_check_path, "--revision", commit, "--timeout", s.health_timeout]
+    """The health gate, asking the slot's socket or nginx exactly as a browser's request through
+    nginx would arrive: the site's name as Host, and `X-Forwarded-Proto: https` with TLS on."""
+    url, name, https = nginx_url(s)
+    args = ["--path", s.health_path, "--revision", commit, "--timeout", s.health_timeout,
+            "--host", name] + (["--https"] if https else [])
     if slot:
         args += ["--socket", f"/run/{s.app_name}/{slot}.sock"]
     else:
-        url, name, https = nginx_url(s)
-        args += ["--url", url, "--host", name] + (["--https"] if https else [])
+        args += ["--url", url]
     return sh(s.python_bin, HEALTH, *args)
 
 
@@ -155,7 +160,7 @@ def serve(s: Settings, commit: str | None = None):
     switch_to = render("nginx-upstream.conf.j2", app_name=app, slot=slot)
     back_to = render("nginx-upstream.conf.j2", app_name=app, slot=live)
     yield (f"printf %s {sh(switch_to)} > {sh(upstream + '.djdeploy-new')} && "
-           + apply_command(upstream, upstream + ".djdeploy-new", None))
+           + apply_command({upstream: upstream + ".djdeploy-new"}))
     revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
               f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
               "echo 'traffic returned to the previous release' >&2; exit 1; }")

@@ -4,6 +4,7 @@ before it replaces a working one."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from pyinfra import host
@@ -16,6 +17,7 @@ from .settings import Settings
 SITES = "/etc/nginx/sites-available"
 ENABLED = "/etc/nginx/sites-enabled"
 WEB_GROUP = "www-data"
+CATCHALL = "/etc/nginx/conf.d/djdeploy-catchall"
 
 
 def tls_paths(s: Settings) -> tuple[str, str]:
@@ -26,27 +28,41 @@ def upstream_path(s: Settings) -> str:
     return f"/etc/nginx/{s.app_name}-upstream.conf"
 
 
-def served_from(lay: Layout, root: str) -> str:
-    """Where nginx finds a folder: one the project keeps inside a release is reached through
-    `current`, so the site config does not change with every release."""
+def in_release(lay: Layout, root: str) -> str | None:
+    """A folder the project keeps inside its release, as a path relative to the release."""
     prefix = lay.releases + "/"
     if not root.startswith(prefix):
-        return root
+        return None
     _, _, inside = root[len(prefix):].partition("/")
-    return f"{lay.current}/{inside}".rstrip("/")
+    return inside.rstrip("/")
 
 
-def apply_command(path: str, new: str, enabled: str | None) -> str:
-    """Move `new` over `path` only if `nginx -t` accepts it; otherwise put the old one back."""
-    link = f"ln -sfn {sh(path)} {sh(enabled)} && " if enabled else ""
-    old = path + ".djdeploy-old"
+def apply_command(files: dict[str, str], enabled: str | None = None) -> str:
+    """Move each new file over its path ({path: new}) only if `nginx -t` accepts them all;
+    otherwise put every old one back. `enabled`: a link to the first path to make too."""
+    first = next(iter(files))
+    save = " && ".join(f"{{ cp -a {sh(path)} {sh(path + '.djdeploy-old')} 2>/dev/null || true; }} && "
+                       f"mv -f {sh(new)} {sh(path)}" for path, new in files.items())
+    link = f" && ln -sfn {sh(first)} {sh(enabled)}" if enabled else ""
+    drop = " ".join(sh(path + ".djdeploy-old") for path in files)
+    back = "; ".join(f"if [ -e {sh(path + '.djdeploy-old')} ]; then mv -f {sh(path + '.djdeploy-old')} "
+                     f"{sh(path)}; else rm -f {sh(path)}; fi" for path in files)
     return (
-        f"{{ cp -a {sh(path)} {sh(old)} 2>/dev/null || true; }} && mv -f {sh(new)} {sh(path)} && {link}"
-        f"if nginx -t -q; then rm -f {sh(old)}; "
+        f"{save}{link} && if nginx -t -q; then rm -f {drop}; "
         "if systemctl is-active -q nginx; then systemctl reload nginx; else systemctl start nginx; fi; "
-        f"else if [ -e {sh(old)} ]; then mv -f {sh(old)} {sh(path)}; else rm -f {sh(path)}; fi; "
-        f"echo 'nginx rejected the new {path}; the working config stays' >&2; exit 1; fi"
+        f"else {back}; echo 'nginx rejected the new {' and '.join(files)}; the working config stays' >&2; "
+        "exit 1; fi"
     )
+
+
+def catchall_paths(s: Settings) -> dict[str, str]:
+    """The server that drops requests for unknown host names, one per port, shared by every
+    site of the server: path -> content."""
+    ports = {s.http_port: False}
+    if s.tls != "off":
+        ports[s.https_port] = True
+    return {f"{CATCHALL}-{port}.conf": render("nginx-catchall.conf.j2", port=port, tls=tls)
+            for port, tls in ports.items()}
 
 
 @operation()
@@ -92,32 +108,39 @@ def site(s: Settings):
     lay = Layout(s)
     cert, key = tls_paths(s)
     paths = release_info(s).get("paths") or {}
-    static_root = served_from(lay, paths.get("static", f"{lay.shared}/static"))
-    media_root = served_from(lay, paths.get("media", f"{lay.shared}/media"))
+    static_root = paths.get("static") or f"{lay.shared}/static"
+    media_root = paths.get("media") or f"{lay.shared}/media"
+    static_url = paths.get("static_url") or "/static/"
+    media_url = paths.get("media_url", "/media/")
+    # Uploads the project keeps inside its release are linked to shared/media by the build.
+    if paths.get("media_in_release") or in_release(lay, media_root) is not None:
+        media_root = f"{lay.shared}/media"
     content = render(
         "nginx-site.conf.j2", app_name=s.app_name, http_port=s.http_port, https_port=s.https_port,
-        tls=s.tls != "off", tls_certificate=cert, tls_key=key,
+        tls=s.tls != "off", tls_certificate=cert, tls_key=key, base=lay.base,
         server_names=s.server_names or [host.name], client_max_body_size=s.client_max_body_size,
-        static_url=paths.get("static_url", "/static/"), media_url=paths.get("media_url", "/media/"),
-        static_root=static_root.rstrip("/"), media_root=media_root.rstrip("/"),
-        timeout=s.gunicorn_timeout,
+        static_url=static_url, static_url_re=re.escape(static_url),
+        static_in_release=in_release(lay, static_root), static_root=static_root.rstrip("/"),
+        media_url=media_url if media_url.startswith("/") and media_url != "/" else "",
+        media_root=media_root.rstrip("/"), timeout=s.gunicorn_timeout, internal_addresses=[],
     )
     path = f"{SITES}/{s.app_name}.conf"
     upstream = upstream_path(s)
-    present = host.get_fact(FileDigests, paths=[path, upstream])
+    wanted = {path: content, **catchall_paths(s)}
+    present = host.get_fact(FileDigests, paths=[*wanted, upstream])
     states = host.get_fact(PathStates, paths=[f"{ENABLED}/default", f"{ENABLED}/{s.app_name}.conf"])
     if upstream not in present:
         yield from config_file._inner(path=upstream,
                                       content=render("nginx-upstream.conf.j2", app_name=s.app_name, slot="a"))
-    changed = False
-    if present.get(path, {}).get("sha256") != hashlib.sha256(content.encode()).hexdigest():
-        changed = True
-    if f"{ENABLED}/default" in states or f"{ENABLED}/{s.app_name}.conf" not in states:
-        changed = True
-    if not changed:
+    stale = {p: c for p, c in wanted.items()
+             if present.get(p, {}).get("sha256") != hashlib.sha256(c.encode()).hexdigest()}
+    relink = f"{ENABLED}/default" in states or f"{ENABLED}/{s.app_name}.conf" not in states
+    if not stale and not relink:
         host.noop("nginx site is up to date")
         return
-    new = path + ".djdeploy-new"
-    yield from config_file._inner(path=new, content=content)
+    stale.setdefault(path, content)  # the site first: the link points at it
+    stale = {path: stale.pop(path), **stale}
+    for target, text in stale.items():
+        yield from config_file._inner(path=target + ".djdeploy-new", content=text)
     yield sh("rm", "-f", f"{ENABLED}/default")
-    yield apply_command(path, new, f"{ENABLED}/{s.app_name}.conf")
+    yield apply_command({p: p + ".djdeploy-new" for p in stale}, f"{ENABLED}/{s.app_name}.conf")

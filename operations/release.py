@@ -12,7 +12,7 @@ import time
 from pyinfra import host, logger
 from pyinfra.api import BaseStateCallback, FactBase, OperationError, operation
 
-from .app import MIGRATIONS, Layout, needs_migrate, target_commit
+from .app import MIGRATIONS, Layout, effective, needs_migrate, target_commit
 from .common import JsonState, sh
 from .settings import Settings
 
@@ -232,7 +232,7 @@ def describe(s: Settings, old: str, new: str | None) -> None:
         logger.info(f"{host.name}: {s.revision} = {new[:12]} already serves; nothing to update")
         return
     plan = host.get_fact(UpdatePlan, mirror=Layout(s).mirror, old=old or new, new=new,
-                         subdir=s.project_subdir) if s.source_mode == "git" else {}
+                         subdir=effective(s).project_subdir) if s.source_mode == "git" else {}
     migrations = ", ".join(m.rsplit("/", 1)[-1] for m in plan.get("migrations", [])) or "none"
     logger.info(
         f"{host.name}: update {old[:12] or '(nothing deployed)'} {plan.get('old', '')!r} -> "

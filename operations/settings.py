@@ -56,6 +56,35 @@ def _not_blank(value: str) -> bool:
     return bool(value.strip())
 
 
+def _names(value) -> bool:
+    names = [value] if isinstance(value, str) else value
+    return isinstance(names, list) and bool(names) and all(
+        isinstance(n, str) and ENV_NAME_RE.match(n) for n in names)
+
+
+# The deploy's values the app can read from its environment, and the names it gets them under
+# unless `env_names` says otherwise (the usual spellings of Django projects).
+ENV_VALUES = {
+    "secret_key": ["SECRET_KEY", "DJANGO_SECRET_KEY"],
+    "debug": ["DEBUG", "DJANGO_DEBUG"],
+    "allowed_hosts": ["ALLOWED_HOSTS", "DJANGO_ALLOWED_HOSTS"],
+    "csrf_trusted_origins": ["CSRF_TRUSTED_ORIGINS", "DJANGO_CSRF_TRUSTED_ORIGINS"],
+    "database_url": ["DATABASE_URL"],
+    "db_name": ["DB_NAME"],
+    "db_user": ["DB_USER"],
+    "db_password": ["DB_PASSWORD"],
+    "db_host": ["DB_HOST"],
+    "db_port": ["DB_PORT"],
+    "static_root": ["STATIC_ROOT"],
+    "media_root": ["MEDIA_ROOT"],
+    "data_dir": ["DATA_DIR"],
+    "https": ["HTTPS"],
+}
+# Those that exist only on the server (made there, or holding a password).
+SECRET_ENV_VALUES = ("secret_key", "database_url", "db_name", "db_user", "db_password", "db_host",
+                     "db_port")
+
+
 SOURCE_MODE = _choice("git", "upload")
 DATABASE = _choice("sqlite", "postgresql", "url")
 TLS = _choice("off", "self-signed", "files")
@@ -77,22 +106,44 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("deploy_key", "", "Path on the controller to an SSH private key the server uses to clone "
             "`repo_url` (`git` mode). Uploaded readable by root only; never printed.", secret=True),
     Setting("project_subdir", "", "Folder of the Django project (where `manage.py` is) inside the "
-            "repository; empty for the repository root.",
+            "repository. Empty: found (the root's manage.py, or the only one in the tree).",
             allowed="a relative path without `..`",
             check=lambda v: not v.startswith("/") and ".." not in v.split("/")),
-    Setting("settings_module", "bizsite.settings", "`DJANGO_SETTINGS_MODULE` of the project.",
-            allowed="a dotted Python module path", check=_regex(MODULE_RE)),
-    Setting("wsgi_app", "bizsite.wsgi:application", "WSGI application Gunicorn serves.",
-            allowed="`module.path:callable`", check=_regex(WSGI_RE)),
+    Setting("settings_module", "", "`DJANGO_SETTINGS_MODULE` of the project. Empty: found (the "
+            "default the WSGI module sets, else manage.py's).",
+            allowed="empty or a dotted Python module path", check=lambda v: v == "" or bool(MODULE_RE.match(v))),
+    Setting("wsgi_app", "", "WSGI application Gunicorn serves. Empty: found (`WSGI_APPLICATION` "
+            "of the settings, else `<package>/wsgi.py`).",
+            allowed="empty or `module.path:callable`", check=lambda v: v == "" or bool(WSGI_RE.match(v))),
     Setting("poetry_groups", [], "Extra Poetry dependency groups to install besides `main`.",
             kind=list, allowed="a list of group names", check=_every(ENV_NAME_RE)),
     Setting("poetry_extras", [], "Poetry extras to install (some projects keep gunicorn in an extra).",
             kind=list, allowed="a list of extra names", check=_every(re.compile(r"^[A-Za-z0-9_.-]+$"))),
+    Setting("env_names", {}, "Environment variable names under which the app gets the deploy's "
+            "values, for projects that read other names: a mapping of value to a name or list of "
+            "names, e.g. `secret_key: DJANGO_SECRET_KEY`. Values: " + ", ".join(f"`{k}`" for k in ENV_VALUES)
+            + ". Unlisted values keep their default names (see README).",
+            kind=dict, allowed="a mapping of " + ", ".join(ENV_VALUES) + " to a name or a list of names",
+            check=lambda v: all(k in ENV_VALUES and _names(n) for k, n in v.items())),
+    Setting("dotenv", False, "Also give the project a `.env` file in its folder with the whole "
+            "environment (for projects that read one: python-dotenv, django-environ); readable by "
+            "root and the app only.", kind=bool),
     Setting("env", {}, "Extra environment variables for the application (not secret).",
             kind=dict, allowed="a mapping of NAME to string", check=_env_mapping),
     Setting("secret_env", {}, "Extra secret environment variables; kept in a root-only file and "
             "never printed.", kind=dict, allowed="a mapping of NAME to string", check=_env_mapping,
             secret=True),
+    Setting("build_commands", [], "Shell commands run in the project folder of a new release, as "
+            "the app user, before `collectstatic` (front-end builds: `npm ci && npm run build`).",
+            kind=list, allowed="a list of command lines",
+            check=lambda v: all(isinstance(c, str) and c.strip() for c in v)),
+    Setting("nodejs", False, "Install Debian's Node.js and npm (for `build_commands`).", kind=bool),
+    Setting("npm_registry_url", "", "npm registry the build uses (internal mirror). Empty: npm's "
+            "default.", allowed="empty or an http(s) URL",
+            check=lambda v: v == "" or v.startswith(("http://", "https://"))),
+    Setting("gunicorn_version", "23.0.0", "Gunicorn installed into the release's `.venv` when the "
+            "project's own dependencies have none (the project's own always wins).",
+            allowed="a version like 23.0.0", check=_regex(VERSION_RE)),
     Setting("manage_commands", [], "Management commands to run after `migrate` on every deploy, for "
             "example `createcachetable`.", kind=list, allowed="a list of command lines",
             check=lambda v: all(isinstance(c, str) and c.strip() for c in v)),
@@ -150,8 +201,10 @@ SCHEMA: tuple[Setting, ...] = (
             allowed="a whole number from 0 to 64", check=lambda v: 0 <= v <= 64),
     Setting("gunicorn_timeout", 30, "Seconds before a silent worker is restarted.", kind=int,
             allowed="a whole number from 1 to 3600", check=lambda v: 1 <= v <= 3600),
-    Setting("health_check_path", "/healthz/", "Path that answers 200 when the site works; gates "
-            "every switch.", allowed="a path starting with /", check=lambda v: v.startswith("/")),
+    Setting("health_check_path", "", "Path that answers 200 when the site works; gates every "
+            "switch. Empty: the deploy's own check `/_djdeploy/health` (Django set up, database "
+            "reachable and migrated).", allowed="empty or a path starting with /",
+            check=lambda v: v == "" or v.startswith("/")),
     Setting("health_timeout", 30, "Seconds a new release has to become healthy.", kind=int,
             allowed="a whole number from 1 to 600", check=lambda v: 1 <= v <= 600),
     # Releases (update, rollback)
@@ -199,6 +252,15 @@ class Settings:
     @property
     def python_bin(self) -> str:
         return f"{self.pyenv_root}/versions/{self.python_version}/bin/python"
+
+    @property
+    def health_path(self) -> str:
+        return self.health_check_path or "/_djdeploy/health"
+
+    def env_names_of(self, value: str) -> list[str]:
+        """The environment variable names the app gets one of the deploy's values under."""
+        names = self.env_names.get(value, ENV_VALUES[value])
+        return [names] if isinstance(names, str) else list(names)
 
 
 def _type_name(kind) -> str:

@@ -16,7 +16,7 @@ import docker.errors
 
 from .engine import Engine, connect
 from .errors import SandboxError
-from .hostinfo import SUITES, ca_certificates, package_index_url, state_prefix
+from .hostinfo import SUITES, ca_certificates, npm_registry_url, package_index_url, state_prefix
 from .image import DEPLOY_UID, ensure_base_image
 from .source import PYTHON_VERSION, SourceServer
 
@@ -449,7 +449,10 @@ class Sandbox:
             "python_build_mirror_url": src.python_build_mirror_url,
             "python_build_env": {"_PYTHON_BUILD_FORCE_SKIP_XZ": "1"},
             "package_index_url": package_index_url(),
+            "npm_registry_url": npm_registry_url(),
             "extra_ca_certificates": [str(p) for p in ca_certificates()],
             "repo_url": src.git_url("example_app"),
             "revision": "main",
+            # The example app has a health check of its own: the gate asks it.
+            "health_check_path": "/healthz/",
         }

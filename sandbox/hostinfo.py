@@ -221,6 +221,20 @@ def package_index_url() -> str:
         raise SandboxError("cannot determine pip's index URL: install pip or set PIP_INDEX_URL") from None
 
 
+def npm_registry_url() -> str:
+    """npm's registry as configured on this controller; empty without npm."""
+    env = os.environ.get("NPM_CONFIG_REGISTRY") or os.environ.get("npm_config_registry")
+    if env:
+        return env
+    try:
+        out = subprocess.run(["npm", "config", "get", "registry"], capture_output=True, text=True,
+                             timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    url = out.stdout.strip()
+    return url if out.returncode == 0 and url.startswith(("http://", "https://")) else ""
+
+
 def pyenv_root() -> Path | None:
     """This machine's pyenv git checkout, if any."""
     candidates = []

@@ -218,18 +218,39 @@ class SourceServer:
         _git("-C", str(bare), "update-ref", "refs/heads/sandbox-pinned", head)
         return bare
 
-    def _example_app_tree(self, bare: Path) -> str:
-        index = self.root / "example_app.index"
+    def _tree(self, bare: Path, folder: Path, excludes: list[str] | None = None) -> str:
+        """A git tree of `folder`'s files: with `excludes`, everything but them; without, what
+        the folder's own .gitignore lets in."""
+        index = self.root / f"{bare.stem}.index"
         index.unlink(missing_ok=True)
-        env = {"GIT_INDEX_FILE": str(index), "GIT_WORK_TREE": str(EXAMPLE_APP_DIR)}
-        if EXAMPLE_APP_DIR.is_dir():
-            _git("--git-dir", str(bare), "add", "--all", "--force", "--", ".",
-                 *[f":(exclude,glob)**/{p.rstrip('/')}" + ("/**" if p.endswith("/") else "")
-                   for p in EXAMPLE_APP_EXCLUDES],
-                 env=env, cwd=EXAMPLE_APP_DIR)
+        env = {"GIT_INDEX_FILE": str(index), "GIT_WORK_TREE": str(folder)}
+        if folder.is_dir():
+            if excludes is None:
+                _git("--git-dir", str(bare), "add", "--all", "--", ".", env=env, cwd=folder)
+            else:
+                _git("--git-dir", str(bare), "add", "--all", "--force", "--", ".",
+                     *[f":(exclude,glob)**/{p.rstrip('/')}" + ("/**" if p.endswith("/") else "")
+                       for p in excludes],
+                     env=env, cwd=folder)
         tree = _git("--git-dir", str(bare), "write-tree", env=env)
         index.unlink(missing_ok=True)
         return tree
+
+    def _example_app_tree(self, bare: Path) -> str:
+        return self._tree(bare, EXAMPLE_APP_DIR, EXAMPLE_APP_EXCLUDES)
+
+    def publish(self, name: str, folder: Path, message: str = "Initial commit") -> str:
+        """Serve `folder` as repository `name` (one commit on `main`, made anew each time);
+        returns the commit."""
+        bare = self.repo_path(name)
+        if bare.exists():
+            shutil.rmtree(bare)
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        _git("init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+        tree = self._tree(bare, Path(folder))
+        commit = _git("--git-dir", str(bare), "commit-tree", tree, "-m", message, env=FIXED_GIT_ENV)
+        _git("--git-dir", str(bare), "update-ref", "refs/heads/main", commit)
+        return commit
 
     def _prepare_example_app(self) -> Path:
         bare = self.repo_path("example_app")

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TasksConfig(AppConfig):
+    name = "taskboard.tasks"
+    verbose_name = "Tasks"

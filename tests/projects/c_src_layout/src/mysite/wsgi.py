@@ -1,0 +1,9 @@
+"""Entry point for WSGI servers: ``gunicorn --chdir src mysite.wsgi:application``."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+application = get_wsgi_application()
