@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 FILES = ROOT / "files"
 # The scripts of files/ on the server, run by the release's or pyenv's Python.
-TOOLS = {"health": "/usr/local/lib/djdeploy/health.py", "build": "/usr/local/lib/djdeploy/build.py"}
+TOOLS = {"health": "/usr/local/lib/djdeploy/health.py", "build": "/usr/local/lib/djdeploy/build.py",
+         "backup": "/usr/local/lib/djdeploy/backup.py"}
 
 _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES),

@@ -10,6 +10,7 @@ from pyinfra import host
 from pyinfra.api import OperationError, operation
 
 from .app import Layout, release_info
+from . import maintenance
 from .common import FileDigests, PathStates, config_file, render, sh
 from .settings import Settings
 
@@ -100,7 +101,7 @@ def site(s: Settings):
         server_names=s.server_names or [host.name], client_max_body_size=s.client_max_body_size,
         static_url=paths.get("static_url", "/static/"), media_url=paths.get("media_url", "/media/"),
         static_root=static_root.rstrip("/"), media_root=media_root.rstrip("/"),
-        timeout=s.gunicorn_timeout,
+        timeout=s.gunicorn_timeout, maintenance=maintenance.nginx_context(s),
     )
     path = f"{SITES}/{s.app_name}.conf"
     upstream = upstream_path(s)
