@@ -11,7 +11,7 @@ Python, reading its settings from the JSON file the deploy writes (--config).
                     extract a backup into the staging folder and verify it; the site is untouched
     apply --slot a --migrate CMD --health CMD
                     swap the fetched backup in under the maintenance page, migrate, start the app
-                    health-gated; any failure puts the previous data back
+                    health-gated (a failure puts the previous database back), then the media
 """
 
 from __future__ import annotations
@@ -498,7 +498,7 @@ def apply(cfg: dict, slot: str, migrate: str, health: str) -> int:
     shutil.rmtree(cfg["staging"], ignore_errors=True)
     log(f"restore: {swap.about['name']} applied, maintenance page shown for "
         f"{time.monotonic() - began:.1f}s; the replaced database is kept as *.before-restore"
-        + (f", replaced media files in {aside}" if aside else ""))
+        + (f", the media files it replaced in {aside}" if aside and os.path.isdir(aside) else ""))
     return 0
 
 

@@ -59,6 +59,16 @@ def ruleset(s: Settings, ssh_ports: list[int], app_server: bool, holds_db: bool)
                   database_port=port, clients_v4=v4, clients_v6=v6)
 
 
+def arm_revert(had_rules: bool, seconds: int = REVERT_SECONDS) -> str:
+    """A timer that, unless stopped within `seconds`, puts back the previous rules (or removes
+    the table of ours when there were none)."""
+    undo = f"nft -f {sh(RULES)}" if had_rules else "nft delete table inet djdeploy"
+    return (f"systemctl stop {REVERT}.timer {REVERT}.service 2>/dev/null; "
+            f"systemctl reset-failed {REVERT}.service {REVERT}.timer 2>/dev/null; "
+            + sh("systemd-run", "--quiet", f"--unit={REVERT}", f"--on-active={seconds}",
+                 "/bin/sh", "-c", undo))
+
+
 def _new_connection(state, host) -> bool:
     """From the controller, a new TCP connection to the server's SSH port must reach sshd."""
     address = host.data.get("ssh_hostname") or host.name
@@ -105,12 +115,7 @@ def rules(s: Settings):
         new = RULES + ".new"
         yield from config_file._inner(path=new, content=content, mode=0o600)
         yield f"nft -c -f {sh(new)}"
-        # Undo: the previous rules, or no table of ours, unless confirmed within the delay.
-        undo = f"nft -f {sh(RULES)}" if have["sha256"] else "nft delete table inet djdeploy"
-        yield (f"systemctl stop {REVERT}.timer {REVERT}.service 2>/dev/null; "
-               f"systemctl reset-failed {REVERT}.service {REVERT}.timer 2>/dev/null; "
-               + sh("systemd-run", "--quiet", f"--unit={REVERT}", f"--on-active={REVERT_SECONDS}",
-                    "/bin/sh", "-c", undo))
+        yield arm_revert(bool(have["sha256"]))
         yield f"nft -f {sh(new)}"
         yield FunctionCommand(_new_connection, (), {})
         yield f"systemctl stop {REVERT}.timer && mv -f {sh(new)} {sh(RULES)}"
