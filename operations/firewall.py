@@ -66,7 +66,7 @@ def arm_revert(had_rules: bool, seconds: int = REVERT_SECONDS) -> str:
     return (f"systemctl stop {REVERT}.timer {REVERT}.service 2>/dev/null; "
             f"systemctl reset-failed {REVERT}.service {REVERT}.timer 2>/dev/null; "
             + sh("systemd-run", "--quiet", f"--unit={REVERT}", f"--on-active={seconds}",
-                 "/bin/sh", "-c", undo))
+                 "--timer-property=AccuracySec=1s", "/bin/sh", "-c", undo))
 
 
 def _new_connection(state, host) -> bool:

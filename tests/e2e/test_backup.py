@@ -287,6 +287,23 @@ def test_restore_under_load_shows_the_maintenance_page(sb, servers, runner, pyte
     sh(sb, APP_SERVER, f"test -f {DB}.before-restore")  # the replaced data is kept
 
 
+def test_log_rotation_keeps_the_whole_audit_log(sb, servers):
+    audit = f"{BASE}/shared/audit.log"
+    before = sh(sb, APP_SERVER, f"cat {audit}").stdout.splitlines()
+    assert before
+    rotate = f"logrotate -f /etc/logrotate.d/djdeploy-{APP}"
+    sh(sb, APP_SERVER, rotate)
+    sh(sb, APP_SERVER, f"echo 'entry after the first rotation' >> {audit}")
+    sh(sb, APP_SERVER, f"sleep 1; {rotate}")  # a second rotation
+    sh(sb, APP_SERVER, f"echo 'entry after the second rotation' >> {audit}")
+    files = sh(sb, APP_SERVER, f"ls {audit}*").stdout.split()
+    assert len(files) >= 2, files
+    history = sh(sb, APP_SERVER, f"zcat -f {audit}-* {audit}").stdout.splitlines()
+    assert history[:len(before)] == before or set(before) <= set(history)
+    assert "entry after the first rotation" in history and "entry after the second rotation" in history
+    assert sh(sb, APP_SERVER, f"stat -c '%U %a' {audit}").stdout.strip() == "root 644"
+
+
 CORRUPT = r"""
 import json, os, subprocess, sys, zlib
 repo, archive = sys.argv[1], sys.argv[2]
