@@ -7,7 +7,9 @@ The backup is fetched and verified first (a damaged one is refused and nothing c
 under the deploy lock, the site shows the maintenance page (503, Retry-After) while the app is
 stopped, the database and media replaced and migrated to the current release; the app starts
 again health-gated and the page goes. A failure puts the previous data back. The audit log
-records the restore; the data it replaced stays in shared/backups/before-restore.
+records the restore; the data it replaced is kept until the next restore
+(shared/data/db.sqlite3.before-restore or the database <app>_before_restore, and
+shared/backups/media-before-restore).
 """
 
 from pyinfra import host, logger, state
@@ -28,7 +30,7 @@ if roles.is_app_server(host):
     except ValueError as error:
         raise SystemExit(f"{host.name}: {error}") from None
     logger.info(f"{host.name}: restore backup {name} from {backup.where_name(where)}; the data "
-                "written since is replaced (kept aside in shared/backups/before-restore)")
+                "written since is replaced (and kept aside until the next restore)")
 
     if refusal := release.lock_refusal(s):
         raise SystemExit(refusal)

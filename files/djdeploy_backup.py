@@ -496,8 +496,10 @@ def apply(cfg: dict, slot: str, migrate: str, health: str) -> int:
     finally:
         os.unlink(flag)
     shutil.rmtree(cfg["staging"], ignore_errors=True)
+    kept = {"sqlite": f"{cfg['source']}.before-restore",
+            "postgresql": f"the database {cfg['source']}_before_restore"}.get(swap.kind)
     log(f"restore: {swap.about['name']} applied, maintenance page shown for "
-        f"{time.monotonic() - began:.1f}s; the replaced database is kept as *.before-restore"
+        f"{time.monotonic() - began:.1f}s" + (f"; the replaced database is kept: {kept}" if kept else "")
         + (f", the media files it replaced in {aside}" if aside and os.path.isdir(aside) else ""))
     return 0
 
