@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -12,11 +13,17 @@ from .settings import SettingsError, validate
 OVERRIDES = "DJDEPLOY_SETTINGS"
 
 
-def _sandbox_hosts(role: str = "app") -> tuple[list[tuple[str, dict]], dict]:
+@functools.cache
+def _sandbox():
     from sandbox import Sandbox
 
     sandbox = Sandbox()
-    servers = [server for server in sandbox.servers() if server.role == role]
+    return sandbox, sandbox.servers()
+
+
+def _sandbox_hosts(role: str = "app") -> tuple[list[tuple[str, dict]], dict]:
+    sandbox, servers = _sandbox()
+    servers = [server for server in servers if server.role == role]
     if role != "app":
         return [(server.name, _sandbox_connection(server)) for server in servers], \
             sandbox.deploy_settings() if servers else {}

@@ -9,8 +9,8 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 
-from .app import Layout, release_info
 from . import maintenance
+from .app import Layout, release_info
 from .common import FileDigests, PathStates, config_file, render, sh
 from .settings import Settings
 
