@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Poetry reads the same package index as this machine's pip (internal mirrors included).
 INDEX = $(shell $(BIN)/python -c "from sandbox.hostinfo import package_index_url; print(package_index_url())")
 
-.PHONY: demo test setup example-app-test
+.PHONY: demo test setup host-packages example-app-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-demo: setup
+# Podman, debootstrap, git, ssh: installed when missing (the same script CI runs).
+host-packages:
+	bash sandbox/host-packages.sh
+
+demo: host-packages setup
 	$(BIN)/python -m sandbox up --servers 1
 	$(BIN)/pyinfra -y inventory.py deploy.py
 	$(BIN)/python -m sandbox ssh sandbox-1 -- sudo bizsite-manage load_demo_data
@@ -29,5 +33,5 @@ example-app-test: setup
 	cd example_app && .venv/bin/python manage.py test --verbosity 1
 
 # pytest exits 5 when it collected no test: make treats that as a failure too.
-test: example-app-test
+test: host-packages example-app-test
 	$(BIN)/python -m pytest

@@ -4,7 +4,7 @@ Leave SERVERS empty to use the local test servers (`python -m sandbox up`). For 
 list them below; every setting and its default is in README.md ("Settings").
 """
 
-from operations.inventory import hosts
+from operations.inventory import backup_hosts, hosts
 
 # Your servers: a name or address, and how pyinfra logs in (a user that may sudo).
 SERVERS = [
@@ -20,4 +20,11 @@ SETTINGS = {
     # "database": "postgresql",
 }
 
+# Backup servers (optional): deploy.py sets them up to keep the site's backups; point the
+# app servers at one with the `backup_server` and `backup_ssh_key` settings.
+BACKUP_SERVERS = [
+    # ("backup1.example.internal", {"ssh_user": "deploy"}),
+]
+
 app_servers = hosts(SERVERS, SETTINGS)
+backup_servers = backup_hosts(BACKUP_SERVERS, SERVERS, SETTINGS)

@@ -3,12 +3,12 @@
     pyinfra inventory.py status.py
 
 Current release and revision, Gunicorn slots and nginx, health, pending migrations, the last
-audit log entries, and the runbook's own checks (R3-R8).
+audit log entries, the latest backups, and the runbook's own checks (R3-R8).
 """
 
 from pyinfra import host
 
-from operations import app, release
+from operations import app, backup, release
 from operations.settings import from_host
 
 s = from_host(host)
@@ -39,5 +39,15 @@ lines = [
     f"  {mark(st.get('nginx_t', '').strip().endswith('ok'))} B7 nginx -t passes",
     "audit log (last entries):",
     *(f"  {line}" for line in (st.get("audit") or "(empty)").splitlines()),
+    "backups:",
 ]
+listing = host.get_fact(backup.Backups, python=s.python_bin, config=backup.Paths(s).config)
+for where in ("server", "backup_server"):
+    if where in listing:
+        mine = sorted(n for n in listing[where]["backups"] if n.startswith(f"{host.name}-"))
+        lines.append(f"  {backup.where_name(where)}: {len(mine)} kept, latest "
+                     f"{mine[-1] if mine else '(none)'}" + (f"; {listing[where]['error']}"
+                                                           if listing[where].get("error") else ""))
+if not listing:
+    lines.append("  (not set up: deploy.py)")
 print("\n".join(lines))

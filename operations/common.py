@@ -19,7 +19,7 @@ FILES = ROOT / "files"
 # The scripts of files/ on the server (files/djdeploy_<name>.py), run by pyenv's Python or, for
 # `build`, by the release's own.
 TOOLS = {name: f"/usr/local/lib/djdeploy/{name}.py"
-         for name in ("health", "build", "release", "env", "wsgi")}
+         for name in ("health", "build", "release", "env", "wsgi", "backup")}
 
 _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -12,29 +13,42 @@ from .settings import SettingsError, validate
 OVERRIDES = "DJDEPLOY_SETTINGS"
 
 
-def _sandbox_hosts() -> tuple[list[tuple[str, dict]], dict]:
+@functools.cache
+def _sandbox():
     from sandbox import Sandbox
 
     sandbox = Sandbox()
-    servers = sandbox.servers()
+    return sandbox, sandbox.servers()
+
+
+def _sandbox_hosts(role: str = "app") -> tuple[list[tuple[str, dict]], dict]:
+    sandbox, servers = _sandbox()
+    servers = [server for server in servers if server.role == role]
+    if role != "app":
+        return [(server.name, _sandbox_connection(server)) for server in servers], \
+            sandbox.deploy_settings() if servers else {}
     if not servers:
         raise SystemExit(
             "No servers: list yours in inventory.py (SERVERS), or start local test servers "
             "with `python -m sandbox up`."
         )
     hosts = [
-        (server.name, {
-            "ssh_hostname": server.ssh_host,
-            "ssh_port": server.ssh_port,
-            "ssh_user": server.ssh_user,
-            "ssh_key": str(server.ssh_key),
-            "ssh_known_hosts_file": "/dev/null",
-            "ssh_strict_host_key_checking": "no",
-            "server_names": ["localhost", "127.0.0.1", server.name],
-        })
+        (server.name, {**_sandbox_connection(server),
+                       "server_names": ["localhost", "127.0.0.1", server.name]})
         for server in servers
     ]
     return hosts, sandbox.deploy_settings()
+
+
+def _sandbox_connection(server) -> dict:
+    return {
+        "ssh_hostname": server.ssh_host,
+        "ssh_port": server.ssh_port,
+        "ssh_user": server.ssh_user,
+        "ssh_key": str(server.ssh_key),
+        "ssh_known_hosts_file": "/dev/null",
+        "ssh_strict_host_key_checking": "no",
+    }
 
 
 def hosts(servers: list, settings: dict) -> list[tuple[str, dict]]:
@@ -42,6 +56,19 @@ def hosts(servers: list, settings: dict) -> list[tuple[str, dict]]:
     defaults: dict = {}
     if not servers:
         servers, defaults = _sandbox_hosts()
+    return _validated(servers, settings, defaults)
+
+
+def backup_hosts(servers: list, app_servers: list, settings: dict) -> list[tuple[str, dict]]:
+    """(name, data) for each backup server; with no app servers listed either, the sandbox's
+    backup servers."""
+    defaults: dict = {}
+    if not servers and not app_servers:
+        servers, defaults = _sandbox_hosts(role="backup")
+    return _validated(servers, settings, defaults)
+
+
+def _validated(servers: list, settings: dict, defaults: dict) -> list[tuple[str, dict]]:
     overrides = {}
     if os.environ.get(OVERRIDES):
         overrides = json.loads(Path(os.environ[OVERRIDES]).read_text())

@@ -10,6 +10,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import OperationError, operation
 
+from . import maintenance
 from .app import Layout, release_info
 from .common import FileDigests, PathStates, config_file, render, sh
 from .settings import Settings
@@ -123,6 +124,7 @@ def site(s: Settings):
         static_in_release=in_release(lay, static_root), static_root=static_root.rstrip("/"),
         media_url=media_url if media_url.startswith("/") and media_url != "/" else "",
         media_root=media_root.rstrip("/"), timeout=s.gunicorn_timeout, internal_addresses=[],
+        maintenance=maintenance.nginx_context(s),
     )
     path = f"{SITES}/{s.app_name}.conf"
     upstream = upstream_path(s)

@@ -13,7 +13,7 @@ from pyinfra import host, logger
 from pyinfra.api import BaseStateCallback, FactBase, OperationError, operation
 
 from .app import MIGRATIONS, Layout, effective, needs_migrate, target_commit
-from .common import JsonState, sh
+from .common import TOOLS, JsonState, sh
 from .settings import Settings
 
 CONTROLLER = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -94,7 +94,12 @@ def unlock_command(s: Settings) -> str:
 
 
 def audit_line(s: Settings, action: str, from_rev: str, to_rev: str, result: str) -> str:
-    entry = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {CONTROLLER} {action} {from_rev[:12] or '-'} -> {to_rev[:12] or '-'} {result}"
+    return audit_entry(s, f"{action} {from_rev[:12] or '-'} -> {to_rev[:12] or '-'}", result)
+
+
+def audit_entry(s: Settings, what: str, result: str) -> str:
+    """The command that appends one line to the audit log: time, who, what, result."""
+    entry = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {CONTROLLER} {what} {result}"
     return f"printf '%s\\n' {sh(entry)} >> {sh(audit_path(s))}"
 
 
@@ -107,6 +112,18 @@ def unlocked(s: Settings, action: str, from_rev: str, to_rev: str):
     + action, from_rev, to_rev: what the audit log records
     """
     yield audit_line(s, action, from_rev, to_rev, "ok")
+    yield unlock_command(s)
+
+
+@operation(is_idempotent=False)
+def audited(s: Settings, what: str):
+    """
+    The lock released and `what` written to the audit log as done.
+
+    + s: settings
+    + what: what the audit log records
+    """
+    yield audit_entry(s, what, "ok")
     yield unlock_command(s)
 
 
@@ -141,7 +158,8 @@ class CurrentRevision(FactBase):
 def backup(s: Settings):
     """
     A backup of the database before the new release migrates it: SQLite through its online
-    backup API, PostgreSQL with `pg_dump -Fc`; kept in `shared/backups` with the release.
+    backup API, PostgreSQL with `pg_dump -Fc`, verified; kept in `shared/backups` with the
+    release.
 
     + s: settings
     """
@@ -151,15 +169,14 @@ def backup(s: Settings):
         host.noop("no migrations to apply")
         return
     dest = backup_path(s, commit or s.revision)
-    if s.database == "sqlite":
-        db = f"{lay.shared}/data/db.sqlite3"
-        yield (f"if [ -f {sh(db)} ]; then sqlite3 {sh(db)} {sh(f'.backup {dest}.tmp')} && "
-               f"mv -f {sh(dest + '.tmp')} {sh(dest)} && chmod 600 {sh(dest)}; fi")
-    elif s.database == "postgresql":
-        yield (f"runuser -u postgres -- pg_dump -Fc {sh(s.app_name)} > {sh(dest + '.tmp')} && "
-               f"mv -f {sh(dest + '.tmp')} {sh(dest)} && chmod 600 {sh(dest)}")
-    else:
+    if s.database == "url":
         host.noop("database_url: back up the external database with its own tools")
+        return
+    # files/djdeploy_backup.py: the same verified copy the nightly backups take.
+    source = f"{lay.shared}/data/db.sqlite3" if s.database == "sqlite" else s.app_name
+    dump = sh(s.python_bin, TOOLS["backup"], "dump", "--database", s.database, "--source", source,
+              "--out", dest)
+    yield f"if [ -f {sh(source)} ]; then {dump}; fi" if s.database == "sqlite" else dump
 
 
 class Releases(JsonState):

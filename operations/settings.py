@@ -15,6 +15,12 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 HOST_NAME_RE = re.compile(r"^(\*\.)?[A-Za-z0-9][A-Za-z0-9.-]*$")
 SIZE_RE = re.compile(r"^\d+[kKmMgG]?$")
 REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
+# [user@]host[:port] of an SSH server.
+SSH_TARGET_RE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9.-]*(:\d{1,5})?$")
+# A systemd calendar expression (OnCalendar=): checked loosely here, by systemd on the server.
+CALENDAR_RE = re.compile(r"^[A-Za-z0-9*:,./~ -]+$")
+# An IPv4/IPv6 address or network.
+ADDRESS_RE = re.compile(r"^[0-9A-Fa-f.:]+(/\d{1,3})?$")
 
 
 class SettingsError(ValueError):
@@ -88,6 +94,7 @@ SECRET_ENV_VALUES = ("secret_key", "database_url", "db_name", "db_user", "db_pas
 SOURCE_MODE = _choice("git", "upload")
 DATABASE = _choice("sqlite", "postgresql", "url")
 TLS = _choice("off", "self-signed", "files")
+RESTORE_FROM = _choice("auto", "server", "backup_server")
 
 SCHEMA: tuple[Setting, ...] = (
     # The application
@@ -217,6 +224,46 @@ SCHEMA: tuple[Setting, ...] = (
             allowed="empty or a commit id", check=lambda v: v == "" or bool(re.match(r"^[0-9a-f]{4,40}$", v))),
     Setting("restore_backup", False, "rollback.py: also restore the database backup taken before "
             "the update being undone (data written since is lost).", kind=bool),
+    # Backups (backup.py, restore.py, the nightly timer)
+    Setting("backups", True, "Scheduled backups of the database and `shared/media` (borg, verified "
+            "after writing) by a systemd timer on the server that holds the database.", kind=bool),
+    Setting("backup_schedule", "*-*-* 02:30:00", "When the backup timer runs (systemd `OnCalendar=`, "
+            "server time).", allowed="a systemd calendar expression such as daily or *-*-* 02:30:00",
+            check=_regex(CALENDAR_RE)),
+    Setting("backup_keep_daily", 7, "Backups kept: the last one of each of this many days.", kind=int,
+            allowed="a whole number from 1 to 1000", check=lambda v: 1 <= v <= 1000),
+    Setting("backup_keep_weekly", 4, "Backups kept besides: the last one of each of this many weeks.",
+            kind=int, allowed="a whole number from 0 to 1000", check=lambda v: 0 <= v <= 1000),
+    Setting("backup_keep_monthly", 6, "Backups kept besides: the last one of each of this many months.",
+            kind=int, allowed="a whole number from 0 to 1000", check=lambda v: 0 <= v <= 1000),
+    Setting("backup_server", "", "`[user@]host[:port]` of the backup server every backup is copied to "
+            "over SSH (user `djbackup` by default); empty: backups stay on the server only. A server "
+            "listed in `BACKUP_SERVERS` of inventory.py is set up by deploy.py.",
+            allowed="empty or [user@]host[:port]", check=lambda v: v == "" or bool(SSH_TARGET_RE.match(v))),
+    Setting("backup_ssh_key", "", "Path on the controller of the SSH private key the servers push "
+            "backups with (its `.pub` beside it); the backup server lets this key reach only the "
+            "site's repository. Uploaded readable by root only; never printed.", secret=True),
+    Setting("backup_passphrase", "", "Encrypts the backups at rest (borg `repokey-blake2`). Keep it "
+            "off the servers too (a password safe): without it no backup can be read. Empty: "
+            "not encrypted, still tamper-evident (`authenticated-blake2`). Never printed.", secret=True),
+    Setting("restore_name", "", "restore.py: the backup to restore (a name that backup.py and "
+            "status.py print); empty: the latest backup of this server.",
+            allowed="empty or a backup name", check=lambda v: v == "" or bool(re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", v))),
+    Setting("restore_from", "auto", "restore.py: `server` (the copy on the server), `backup_server`, "
+            "or `auto`: the server's copy when it has the backup, else the backup server's.",
+            allowed=RESTORE_FROM[1], check=RESTORE_FROM[0]),
+    # Firewall
+    Setting("firewall", True, "An nftables firewall on every server: SSH and the web ports open, the "
+            "database port only from `database_clients`, everything else closed. Applied so that it "
+            "never locks the deploy out (checked, reverted by a timer unless a new SSH connection "
+            "gets through).", kind=bool),
+    Setting("firewall_open_ports", [], "Extra TCP ports the firewall opens to everyone (monitoring "
+            "agents, for example).", kind=list, allowed="a list of port numbers",
+            check=lambda v: all(isinstance(p, int) and not isinstance(p, bool) and _port(p) for p in v)),
+    Setting("database_clients", [], "Addresses or networks (the app servers of a fleet) allowed to "
+            "reach the database port of the server that holds the database; empty: that server "
+            "itself only (loopback).", kind=list, allowed="a list of IP addresses or networks",
+            check=_every(ADDRESS_RE)),
 )
 
 BY_NAME = {s.name: s for s in SCHEMA}
@@ -308,6 +355,11 @@ def _cross_checks(values: dict) -> list[str]:
         problems.append("tls_certificate, tls_key: both are needed when tls is 'files'")
     if values["tls"] != "off" and values["https_port"] == values["http_port"]:
         problems.append("https_port: must differ from http_port")
+    if values["backup_server"] and not values["backup_ssh_key"]:
+        problems.append("backup_ssh_key: empty; allowed: the path of an SSH private key on the "
+                        "controller when backup_server is set")
+    if values["backup_passphrase"] and len(values["backup_passphrase"]) < 12:
+        problems.append("backup_passphrase: (hidden) is too short; allowed: empty or at least 12 characters")
     return problems
 
 

@@ -49,6 +49,7 @@ class Server:
     http_url: str
     https_url: str
     image: str = ""
+    role: str = "app"  # "app", or "backup": the inventory makes it a backup server
     failed_units: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -200,6 +201,7 @@ class Sandbox:
             http_url=f"http://{LOOPBACK}:{http_port}",
             https_url=f"https://{LOOPBACK}:{https_port}",
             image=labels.get(f"{LABEL}.image", ""),
+            role=labels.get(f"{LABEL}.role", "app"),
         )
 
     def gateway(self) -> str:
@@ -231,7 +233,7 @@ class Sandbox:
     def server(self, name: str) -> Server:
         return self._server_from(self._container(name))
 
-    def _create(self, name: str, os_name: str, image: str | None):
+    def _create(self, name: str, os_name: str, image: str | None, role: str = "app"):
         if os_name not in SUITES:
             raise SandboxError(f"unknown os {os_name!r}: choose one of {', '.join(SUITES)}")
         cname = self.container_name(name)
@@ -268,6 +270,7 @@ class Sandbox:
                 f"{LABEL}.name": name,
                 f"{LABEL}.os": os_name,
                 f"{LABEL}.image": image,
+                f"{LABEL}.role": role,
                 **{f"{LABEL}.port{p}": str(hp) for p, hp in ports.items()},
             },
         )
@@ -282,9 +285,10 @@ class Sandbox:
         container.put_archive("/", _tar_bytes(entries))
         return container
 
-    def _create_and_start(self, name: str, os_name: str, image: str | None) -> None:
+    def _create_and_start(self, name: str, os_name: str, image: str | None,
+                          role: str = "app") -> None:
         for attempt in range(3):
-            container = self._create(name, os_name, image)
+            container = self._create(name, os_name, image, role)
             try:
                 container.start()
                 return
@@ -300,10 +304,12 @@ class Sandbox:
             if res.returncode != 0:
                 raise SandboxError(f"{name}: update-ca-certificates failed: {res.stderr}")
 
-    def add_server(self, name: str, os: str = "debian12", image: str | None = None) -> Server:
-        """Create and boot one server from the base image (or a snapshot image)."""
+    def add_server(self, name: str, os: str = "debian12", image: str | None = None,
+                   role: str = "app") -> Server:
+        """Create and boot one server from the base image (or a snapshot image); `role`
+        "backup" makes it a backup server of the inventory."""
         self.log(f"starting {name} ({os})")
-        self._create_and_start(name, os, image)
+        self._create_and_start(name, os, image, role)
         self._wait_ready(name)
         self._after_boot(name)
         # The source server listens on the container network's gateway, which exists only

@@ -1,0 +1,46 @@
+"""Restore a backup (the latest of each server, or `restore_name`), from the server's copy or
+the backup server's (`restore_from`):
+
+    pyinfra inventory.py restore.py       (add --dry to see which backup would be restored)
+
+The backup is fetched and verified first (a damaged one is refused and nothing changes); then,
+under the deploy lock, the site shows the maintenance page (503, Retry-After) while the app is
+stopped, the database and media replaced and migrated to the current release; the app starts
+again health-gated and the page goes. A failure puts the previous data back. The audit log
+records the restore; the data it replaced is kept until the next restore
+(shared/data/db.sqlite3.before-restore or the database <app>_before_restore, and
+shared/backups/media-before-restore).
+"""
+
+from pyinfra import host, logger, state
+
+from operations import backup, release, roles, system
+from operations.settings import from_host
+
+s = from_host(host)
+if roles.is_app_server(host):
+    current = host.get_fact(release.CurrentRevision, base=s.base_dir)
+    if not current:
+        raise SystemExit(f"{host.name}: nothing is deployed yet; run deploy.py first")
+    listing = host.get_fact(backup.Backups, python=s.python_bin, config=backup.Paths(s).config)
+    if not listing:
+        raise SystemExit(f"{host.name}: backups are not set up here; run deploy.py first")
+    try:
+        name, where = backup.choose(listing, host.name, s.restore_name, s.restore_from)
+    except ValueError as error:
+        raise SystemExit(f"{host.name}: {error}") from None
+    logger.info(f"{host.name}: restore backup {name} from {backup.where_name(where)}; the data "
+                "written since is replaced (and kept aside until the next restore)")
+
+    if refusal := release.lock_refusal(s):
+        raise SystemExit(refusal)
+    state.add_callback_handler(release.ReleaseOnFailure(s, f"restore {name}", current, current))
+    release.locked(name="Take the deploy lock", s=s, action=f"restore {name}",
+                   break_lock=s.break_lock)
+    system.tools(name="The deploy's scripts: health gate, release build, backup")
+    backup.fetched(name=f"Fetch {name} and verify it (the site is untouched)", s=s, backup=name,
+                   where=where)
+    backup.restored(name="Swap it in under the maintenance page, health-gated", s=s,
+                    commit=current)
+    release.audited(name="Release the lock, write the audit log", s=s,
+                    what=f"restore {name} from {where} onto {current[:12]}")
