@@ -452,4 +452,6 @@ class Sandbox:
             "extra_ca_certificates": [str(p) for p in ca_certificates()],
             "repo_url": src.git_url("example_app"),
             "revision": "main",
+            # Built CPython and Poetry kept with this sandbox: a new state dir starts empty.
+            "artifact_cache": str(self.state_dir / "artifacts"),
         }
