@@ -68,7 +68,8 @@ install_tree() {
     local actual
     actual=$(sha256sum "$archive" | cut -d' ' -f1)
     [ "$actual" = "$sha" ] \
-        || fail "sha256 mismatch: the archive has ${actual:0:12}, its manifest says ${sha:0:12} (a corrupt or changed file)"
+        || fail "sha256 mismatch: the archive has ${actual:0:12}, its manifest says ${sha:0:12}" \
+                "(a corrupt or changed file)"
     zstd -dcq "$archive" 2>"$work/unpack.err" | tar -xf - -C "$work" 2>>"$work/unpack.err" \
         || fail "cannot unpack the archive: $(tail -n 1 "$work/unpack.err")"
     [ -d "$work/$base" ] || fail "the archive holds no folder $base"

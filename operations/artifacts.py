@@ -240,9 +240,9 @@ class Share(PyinfraCommand):
     """Pack the tree a server just built and take it into the controller's cache. A failure
     leaves the server as it is and is reported: the others then build the tree themselves."""
 
-    def __init__(self, spec: Spec, cache: Cache, pyenv_ref: str):
+    def __init__(self, spec: Spec, cache: Cache):
         super().__init__()
-        self.spec, self.cache, self.pyenv_ref = spec, cache, pyenv_ref
+        self.spec, self.cache = spec, cache
 
     def __repr__(self) -> str:
         return f"Share({self.spec.kind}, {self.spec.tree})"
@@ -278,7 +278,7 @@ class Share(PyinfraCommand):
         self.cache.add(incoming, {
             "name": name, "kind": self.spec.kind, "key": key, "key_hash": key_hash(key),
             "archive": f"{name}{SUFFIX}", "archive_sha256": digest, "size": int(size),
-            "pyenv_ref": self.pyenv_ref, "built_by": host.name,
+            "pyenv_ref": self.spec.pyenv_ref, "built_by": host.name,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         host.log(f"{self.spec.label}: packed into the cache as {name} "

@@ -104,7 +104,6 @@ class PoetryState(JsonState):
 # What proves a CPython tree: the modules that need the -dev packages above, built and loading.
 PYTHON_CHECK = ("import ssl, sqlite3, ctypes, lzma, bz2, readline, sys; "
                 "print('Python', sys.version.split()[0], 'imports ssl, sqlite3, ctypes, lzma, bz2, readline')")
-KINDS = ("cpython", "poetry")
 
 
 def cpython_key(s: Settings, platform: dict, commit: str | None) -> dict:
@@ -205,7 +204,8 @@ def plan(kind: str) -> dict[str, artifacts.Role]:
 
 
 def _script():
-    """The artifact script on the server (uploaded by the first step that needs it)."""
+    """The artifact script on the server, before a step runs it (uploaded once: a later step
+    finds it up to date)."""
     yield from config_file._inner(path=artifacts.SCRIPT, mode=0o755,
                                   content=artifacts.SCRIPT_SOURCE.read_text())
 
@@ -269,9 +269,8 @@ def _build_step(kind: str, s: Settings, present: str):
     if role.action == "receive":
         host.noop(f"{art.label} comes from an artifact, a later step installs it")
         return
-    if s.artifact_url or role.share:
-        yield from _script()
     if s.artifact_url:
+        yield from _script()
         yield artifacts.Install(art, server.cache, s.artifact_url, _built(s, kind))
         yield from _finished(s, kind)
     else:
@@ -316,7 +315,8 @@ def shared(kind: str, s: Settings):
         host.noop("no artifact to share from this server")
         return
     server = _server(host)
-    yield artifacts.Share(spec(s, server.platform, kind), server.cache, s.pyenv_ref)
+    yield from _script()
+    yield artifacts.Share(spec(s, server.platform, kind), server.cache)
 
 
 @operation()
