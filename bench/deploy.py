@@ -126,8 +126,9 @@ def report(cold: dict, noop: dict, warm: dict, three: dict) -> bool:
     print(f"{'total (wall)':<22}" + "".join(f"{r['wall']:>9.1f}s" for r in runs))
     print()
     for run in runs:
-        compiled = count(r"\[(\S+)\] CPython \S+: (?:from \S+ if it has the artifact, else )?compiled here", run)
-        received = count(r"\[(\S+)\] CPython \S+ from artifact ", run)
+        compiled = sorted(set(count(r"\[(\S+)\] CPython \S+: (?:from \S+ if it has the artifact, "
+                                    r"else )?compiled here", run)))
+        received = sorted(set(count(r"\[(\S+)\] CPython \S+ from artifact ", run)))
         print(f"  {run['label']:<6} {run['wall']:6.1f} s  CPython compiled on {compiled or 'none'}, "
               f"from an artifact on {received or 'none'}  ({run['load']})")
     print()
