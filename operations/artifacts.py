@@ -40,6 +40,13 @@ class Platform(JsonState):
     The server's Debian release and architecture, which a built tree is bound to.
     """
 
+    @staticmethod
+    def default() -> dict:
+        return {"os": "", "os_version": "", "codename": "", "arch": ""}
+
+    def process(self, output):
+        return {**self.default(), **super().process(output)}
+
     def command(self) -> str:
         return (
             ". /etc/os-release; printf '{\"os\":\"%s\",\"os_version\":\"%s\",\"codename\":\"%s\","
@@ -251,7 +258,7 @@ class Share(PyinfraCommand):
         arguments = {**connector_arguments, **self.connector_arguments}
         try:
             self._share(state, host, arguments)
-        except (ArtifactError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - sharing is optional, this server is done
             host.log(f"{self.spec.label}: not shared, other servers build it themselves: {error}",
                      logger.warning)
         return True
@@ -302,7 +309,7 @@ class Install(PyinfraCommand):
         try:
             self._install(state, host, arguments)
             return True
-        except (ArtifactError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the fallback builds it
             host.log(f"{self.spec.label}: {self.spec.fallback}: {error}", logger.warning)
         for command in self.fallback:
             if isinstance(command, StringCommand):
@@ -348,7 +355,7 @@ class Install(PyinfraCommand):
                 *(QuoteString(word) for word in self.spec.check)))
         except ArtifactError as error:
             raise ArtifactError(f"artifact {name}: {error}") from None
-        host.log(f"{self.spec.label} from artifact {name} ({where}): {proof.splitlines()[-1]}")
+        host.log(f"{self.spec.label} from artifact {name} ({where}): {(proof.splitlines() or ['installed'])[-1]}")
 
     @staticmethod
     def _fits(name: str, manifest: dict, key: dict) -> None:

@@ -206,3 +206,10 @@ def test_artifact_settings_are_validated():
     with pytest.raises(SettingsError, match="artifact_url: 'ftp://x' is not allowed; allowed: empty or an http"):
         settings(artifact_url="ftp://x")
     assert settings(artifact_cache="").artifact_cache == ""
+
+
+def test_platform_fact_always_has_its_fields():
+    fact = artifacts.Platform()
+    assert fact.process([]) == {"os": "", "os_version": "", "codename": "", "arch": ""}
+    assert fact.process(['{"os":"debian","os_version":"13","codename":"trixie","arch":"arm64"}']) == {
+        "os": "debian", "os_version": "13", "codename": "trixie", "arch": "arm64"}
