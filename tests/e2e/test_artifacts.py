@@ -140,7 +140,9 @@ def test_three_bare_servers_one_compile(sb, d12, deployer, tmp_path, pytestconfi
     cache = tmp_path / "cache"
     empty = sb.source.files_dir / "no-artifacts"
     empty.mkdir(exist_ok=True)
-    settings = {"artifact_cache": str(cache), "artifact_url": sb.source.file_url("no-artifacts")}
+    # Three independent sites, each with its own SQLite database: each migrates its own.
+    settings = {"artifact_cache": str(cache), "artifact_url": sb.source.file_url("no-artifacts"),
+                "migrate_once": False}
     names = ["tri-1", "tri-2", "tri-3"]
     servers = {name: sb.add_server(name, os="debian12") for name in names}
     try:
