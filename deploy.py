@@ -14,7 +14,6 @@ from operations.settings import from_host
 
 s = from_host(host)
 
-s = from_host(host)
 
 if roles.is_app_server(host):
     app.planned_commit(s)
@@ -36,11 +35,15 @@ if roles.is_app_server(host):
 
     python_env.pyenv(name=f"pyenv {s.pyenv_ref} in {s.pyenv_root} (R4)",
                      git_url=s.pyenv_git_url, ref=s.pyenv_ref, root=s.pyenv_root)
-    python_env.python(name=f"CPython {s.python_version} built by pyenv (R3, B1)",
-                      version=s.python_version, root=s.pyenv_root, mirror_url=s.python_build_mirror_url,
-                      build_env=s.python_build_env, source_tarball=s.python_source_tarball)
-    python_env.poetry(name=f"Poetry {s.poetry_version} (R5)", version=s.poetry_version,
-                      python=s.python_bin, index_url=s.package_index_url)
+    python_env.python(name=f"CPython {s.python_version} built by pyenv (R3, B1)", s=s)
+    python_env.shared(name=f"CPython {s.python_version}: artifact into the cache", kind="cpython",
+                      s=s)
+    python_env.from_artifact(name=f"CPython {s.python_version} from the artifact (R3, B1)",
+                             kind="cpython", s=s)
+    python_env.poetry(name=f"Poetry {s.poetry_version} (R5)", s=s)
+    python_env.shared(name=f"Poetry {s.poetry_version}: artifact into the cache", kind="poetry", s=s)
+    python_env.from_artifact(name=f"Poetry {s.poetry_version} from the artifact (R5)",
+                             kind="poetry", s=s)
 
     app.account(name=f"System user {s.app_name}", s=s)
     app.layout(name=f"Release layout in {s.base_dir}", s=s)

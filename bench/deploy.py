@@ -1,12 +1,19 @@
-"""First deploy to a fresh Debian 12 sandbox server, timed by phase, then a no-op re-run.
+"""First deploys to fresh Debian 12 sandbox servers, timed by phase, in one run:
 
     .venv/bin/python bench/deploy.py
 
-Starts its own sandbox (state dir under /tmp) with one bare debian12 server, runs
-`pyinfra -y --json inventory.py deploy.py` twice and removes the server and state dir again,
-even on failure. pyinfra's JSON has change counts but no timings, so each operation is timed
-from its "--> Starting operation" log line as it streams in (next start - its start; the last
-one ends at "--> Results"). The second run must change nothing.
+1. cold:  one bare server, an empty artifact cache: CPython is compiled, Poetry installed with
+          pip, both packed into the cache;
+2. no-op: the same deploy again, which must change nothing;
+3. warm:  a second bare server: CPython and Poetry from the cache;
+4. three: three bare servers in one run with a new, empty cache: one compiles, two receive.
+
+Starts its own sandbox (state dir under /tmp, its artifact cache inside) and removes the servers
+and the state dir again, even on failure. pyinfra's JSON has change counts but no timings, so
+each operation is timed from its "--> Starting operation" log line as it streams in (next start
+- its start; the last one ends at "--> Results"). Prints the phases side by side, the ratios
+against the cold deploy and their aims, and the load average beside every figure: this machine
+is shared, compare figures of one run only.
 """
 
 from __future__ import annotations
@@ -21,36 +28,47 @@ import tempfile
 import time
 from pathlib import Path
 
-from sandbox import Sandbox
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from sandbox import Sandbox  # noqa: E402
+
 PYINFRA = REPO / ".venv" / "bin" / "pyinfra"
 
-# phase, operation-name pattern (matched at the start of the name), floor in seconds
+# phase, operation-name pattern (matched at the start of the name)
 PHASES = [
-    ("apt", r"Debian packages", 18),
-    ("CPython build", r"pyenv |CPython ", 97),
-    ("Poetry", r"Poetry ", 16),
-    ("app release", r"System user|Release|PostgreSQL|Environment|Source code|Database schema|\S+-manage", 4),
-    ("services", r"Gunicorn|gunicorn|TLS|Nginx", 0),
+    ("apt", r"Debian packages"),
+    ("pyenv + CPython", r"pyenv |CPython "),
+    ("Poetry", r"Poetry "),
+    ("app release", r"System user|Release|PostgreSQL|Environment|Source code|Database schema|\S+-manage"),
+    ("services", r"Gunicorn|gunicorn|TLS|Nginx"),
 ]
 OTHER = "other"
-FLOOR_TOTAL = sum(floor for _, _, floor in PHASES)  # 135 s
-AIM_TOTAL = FLOOR_TOTAL * 1.10
+AIM_WARM = 0.25  # warm first deploy / cold first deploy
+AIM_WARM_SECONDS = 45.0
+AIM_THREE = 1.3  # three servers cold / one server cold
 AIM_NOOP = 3.0
 
 START = re.compile(r"--> Starting (?:.+ )?operation: (.+)$")
 
 
+def load() -> str:
+    return "load " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def phase_of(op: str) -> str:
-    return next((name for name, pattern, _ in PHASES if re.match(pattern, op)), OTHER)
+    return next((name for name, pattern in PHASES if re.match(pattern, op)), OTHER)
 
 
-def deploy(state_dir: Path, label: str) -> dict:
-    """Run pyinfra once; return wall time, per-operation durations and the JSON results."""
+def deploy(state_dir: Path, label: str, limit: str, settings: dict | None = None) -> dict:
+    """Run pyinfra once; return wall time, per-phase durations, the JSON results, the log."""
     env = dict(os.environ, SANDBOX_STATE=str(state_dir), PYTHONUNBUFFERED="1")
     env.pop("DJDEPLOY_SETTINGS", None)
-    cmd = [str(PYINFRA), "-y", "--json", "inventory.py", "deploy.py"]
+    if settings:
+        path = state_dir / f"settings-{label}.json"
+        path.write_text(json.dumps(settings))
+        env["DJDEPLOY_SETTINGS"] = str(path)
+    cmd = [str(PYINFRA), "-y", "--json", "--limit", limit, "inventory.py", "deploy.py"]
     starts: list[tuple[str, float]] = []
     marks: dict[str, float] = {}
     log: list[str] = []
@@ -65,7 +83,7 @@ def deploy(state_dir: Path, label: str) -> dict:
                     log.append(line)
                     if m := START.search(line):
                         starts.append((m.group(1).strip(), now))
-                        print(f"  {label} {now:6.1f}s  {m.group(1).strip()}", file=sys.stderr)
+                        print(f"  {label:<6} {now:6.1f}s  {m.group(1).strip()}", file=sys.stderr)
                     elif "--> Beginning operation run" in line:
                         marks["execute"] = now
                     elif "--> Results" in line:
@@ -82,67 +100,54 @@ def deploy(state_dir: Path, label: str) -> dict:
         print("\n".join(log[-40:]))
         raise SystemExit(1)
     end = marks.get("results", wall)
-    ops = [(name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t)
-           for i, (name, t) in enumerate(starts)]
+    phases = {name: 0.0 for name, _ in PHASES} | {OTHER: 0.0}
+    ops = []
+    for i, (name, t) in enumerate(starts):
+        secs = (starts[i + 1][1] if i + 1 < len(starts) else end) - t
+        phases[phase_of(name)] += secs
+        ops.append((name, secs))
+    phases["start + connect"] = marks.get("execute", 0.0)
+    phases["results + disconnect"] = wall - end
     results = json.loads(stdout.strip().splitlines()[-1])["results"]
-    return {"wall": wall, "ops": ops, "marks": marks, "results": results}
+    return {"label": label, "wall": wall, "phases": phases, "ops": ops, "results": results,
+            "log": "\n".join(log), "load": load()}
 
 
-def goal(what: str, aim: float, measured: float) -> None:
-    verdict = "met" if measured <= aim else "missed"
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"goal: {what:<38} aim {aim:6.1f} s  measured {measured:6.1f} s  {verdict}"
-          f"  (load average {load} on {os.cpu_count()} cores)")
+def count(pattern: str, run: dict) -> list[str]:
+    return re.findall(pattern, run["log"])
 
 
-def report_first(first: dict) -> None:
-    phases = {name: 0.0 for name, _, _ in PHASES} | {OTHER: 0.0}
-    for op, secs in first["ops"]:
-        phases[phase_of(op)] += secs
-    marks = first["marks"]
-    prepare = marks.get("execute", 0.0)
-    finish = first["wall"] - marks.get("results", first["wall"])
-    floors = {name: floor for name, _, floor in PHASES}
-
-    print(f"\nFirst deploy to a fresh debian12 server: {first['wall']:.1f} s wall "
-          f"({first['results']['totals']['success']} operations changed something)")
-    print(f"\n{'phase':<26}{'measured':>10}{'floor':>8}{'over':>9}")
-    for name, secs in phases.items():
-        floor = floors.get(name)
-        over = f"{secs - floor:+8.1f}s" if floor else ""
-        fl = f"{floor}s" if floor else "-"
-        print(f"{name:<26}{secs:>9.1f}s{fl:>8}{over:>9}")
-    print(f"{'start + connect':<26}{prepare:>9.1f}s{'-':>8}")
-    print(f"{'results + disconnect':<26}{finish:>9.1f}s{'-':>8}")
-    total_over = (first["wall"] / FLOOR_TOTAL - 1) * 100
-    print(f"{'total':<26}{first['wall']:>9.1f}s{FLOOR_TOTAL:>7}s"
-          f"{first['wall'] - FLOOR_TOTAL:+8.1f}s  ({total_over:+.0f}%)")
-
-    print("\nSlowest operations:")
-    for op, secs in sorted(first["ops"], key=lambda o: -o[1])[:5]:
-        print(f"  {secs:6.1f}s  {op}  [{phase_of(op)}]")
+def report(cold: dict, noop: dict, warm: dict, three: dict) -> bool:
+    runs = [cold, warm, three]
+    print("\nFirst deploys of bare debian12 servers (seconds per phase)\n")
+    print(f"{'phase':<22}" + "".join(f"{r['label']:>10}" for r in runs))
+    for name in cold["phases"]:
+        print(f"{name:<22}" + "".join(f"{r['phases'][name]:>9.1f}s" for r in runs))
+    print(f"{'total (wall)':<22}" + "".join(f"{r['wall']:>9.1f}s" for r in runs))
     print()
-    goal(f"first deploy <= {FLOOR_TOTAL} s floors + 10%", AIM_TOTAL, first["wall"])
-    sys.stdout.flush()
-
-
-def report_noop(noop: dict) -> bool:
-    totals = noop["results"]["totals"]
+    for run in runs:
+        compiled = sorted(set(count(r"\[(\S+)\] CPython \S+: (?:from \S+ if it has the artifact, "
+                                    r"else )?compiled here", run)))
+        received = sorted(set(count(r"\[(\S+)\] CPython \S+ from artifact ", run)))
+        print(f"  {run['label']:<6} {run['wall']:6.1f} s  CPython compiled on {compiled or 'none'}, "
+              f"from an artifact on {received or 'none'}  ({run['load']})")
+    print()
+    ok = True
+    ok &= goal(f"warm / cold <= {AIM_WARM}", warm["wall"] / cold["wall"], AIM_WARM, "x")
+    ok &= goal(f"warm first deploy < {AIM_WARM_SECONDS:.0f} s", warm["wall"], AIM_WARM_SECONDS, "s")
+    ok &= goal(f"three cold / one cold <= {AIM_THREE}", three["wall"] / cold["wall"], AIM_THREE, "x")
     changed = [o["name"] for o in noop["results"]["operations"] if o["success"]]
-    print(f"\nNo-op re-run: {noop['wall']:.1f} s wall, {totals['success']} changes, "
-          f"{totals['no_change']} unchanged, {totals['error']} errors")
-    marks = noop["marks"]
-    slowest = max(noop["ops"], key=lambda o: o[1], default=("-", 0.0))
-    print(f"  start + connect {marks.get('execute', 0.0):.1f} s, operations "
-          f"{marks.get('results', noop['wall']) - marks.get('execute', 0.0):.1f} s "
-          f"(slowest {slowest[1]:.1f} s: {slowest[0]})")
-    if changed:
-        print("  NOT idempotent, changed: " + "; ".join(changed))
-    else:
-        print("  zero changes: the re-run is a no-op")
+    print(f"\nNo-op re-run: {noop['wall']:.1f} s, {noop['results']['totals']['success']} changes"
+          + (f" (NOT idempotent: {'; '.join(changed)})" if changed else "") + f"  ({noop['load']})")
+    goal(f"no-op re-run < {AIM_NOOP:.0f} s", noop["wall"], AIM_NOOP, "s")
+    return ok and not changed
 
-    goal("no-op re-run < 3 s", AIM_NOOP, noop["wall"])
-    return not changed
+
+def goal(what: str, measured: float, aim: float, unit: str) -> bool:
+    verdict = "met" if measured <= aim else "missed"
+    print(f"goal: {what:<34} measured {measured:6.2f}{unit}  {verdict}  ({load()} on "
+          f"{os.cpu_count()} cores)")
+    return measured <= aim
 
 
 def main() -> int:
@@ -151,12 +156,20 @@ def main() -> int:
     try:
         t = time.monotonic()
         sandbox.add_server("bench-1", os="debian12")
-        sandbox.source.info()  # the git/file server the deploy fetches from
         print(f"sandbox ready in {time.monotonic() - t:.1f} s ({state_dir})", file=sys.stderr)
-        first = deploy(state_dir, "deploy")
-        report_first(first)
-        noop = deploy(state_dir, "re-run")
-        return 0 if report_noop(noop) else 1
+        cold = deploy(state_dir, "cold", "bench-1")
+        noop = deploy(state_dir, "no-op", "bench-1")
+        sandbox.add_server("bench-2", os="debian12")
+        warm = deploy(state_dir, "warm", "bench-2")
+        for name in ("bench-1", "bench-2"):
+            sandbox.remove_server(name)
+        for name in ("tri-1", "tri-2", "tri-3"):
+            sandbox.add_server(name, os="debian12")
+        # Three independent sites (each its own SQLite database, so each migrates its own).
+        three = deploy(state_dir, "three", "tri-*",
+                       settings={"artifact_cache": str(state_dir / "artifacts-three"),
+                                 "migrate_once": False})
+        return 0 if report(cold, noop, warm, three) else 1
     finally:
         try:
             sandbox.down()

@@ -172,6 +172,15 @@ SCHEMA: tuple[Setting, ...] = (
             "(`Python-X.Y.Z.tgz`); uploaded into pyenv's cache, pyenv still verifies its checksum."),
     Setting("poetry_version", "2.5.1", "Poetry version, installed in its own venv under `/opt/poetry`.",
             allowed="a version like 2.5.1", check=_regex(VERSION_RE)),
+    Setting("artifact_cache", ".artifacts", "Folder on the controller (relative to this project's "
+            "folder, or absolute) where CPython and Poetry, once built on a server, are kept as "
+            "artifacts (`<name>.tar.zst` and its manifest `<name>.json`) for the other servers of "
+            "the same Debian release and architecture. Empty: no cache, every server builds its own.",
+            allowed="empty or a folder path", check=lambda v: "\n" not in v),
+    Setting("artifact_url", "", "An internal HTTP(S) folder the servers download artifacts from "
+            "directly (`<artifact_url>/<name>.json` and `.tar.zst`), tried before building. Empty: "
+            "none.", allowed="empty or an http(s) URL",
+            check=lambda v: v == "" or v.startswith(("http://", "https://"))),
     Setting("package_index_url", "", "A PyPI-compatible *simple* index (internal mirror: Nexus, "
             "Artifactory, devpi). Used by pip and, via `poetry-plugin-pypi-mirror`, by Poetry. "
             "Empty: the public index.", allowed="empty or an http(s) URL",

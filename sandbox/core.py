@@ -461,4 +461,6 @@ class Sandbox:
             "revision": "main",
             # The example app has a health check of its own: the gate asks it.
             "health_check_path": "/healthz/",
+            # Built CPython and Poetry kept with this sandbox: a new state dir starts empty.
+            "artifact_cache": str(self.state_dir / "artifacts"),
         }

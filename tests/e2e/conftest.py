@@ -245,7 +245,9 @@ class Deployed:
 @pytest.fixture(scope="session")
 def d12(sb, deployer, pytestconfig) -> Deployed:
     """A bare Debian 12 server, deployed once with the default (sandbox) settings: git mode,
-    SQLite, plain HTTP. The only Debian 12 CPython compile of the session."""
+    SQLite, plain HTTP. The session's Debian 12 CPython compile; it fills the session's artifact
+    cache (empty until then: it lives in the sandbox's state dir), so later bare Debian 12
+    servers install CPython and Poetry from there."""
     server = sb.add_server("d12", os="debian12")
     first = deployer.run("d12")
     note(pytestconfig, f"first deploy, bare debian12 server: {first.seconds:.1f}s")

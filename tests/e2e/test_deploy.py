@@ -369,13 +369,18 @@ def test_update_over_tls(sb, s12, deployer, tmp_path):
 # -- d13: a bare Debian 13 server -------------------------------------------------------------
 
 
-def test_debian13(sb, deployer, deployed_commit, pytestconfig):
-    """Acceptance 8: the same deploy works on Debian 13."""
+def test_debian13(sb, d12, deployer, deployed_commit, pytestconfig):
+    """Acceptance 8: the same deploy works on Debian 13. The artifact cache holds only d12's
+    Debian 12 builds: they are not used, Debian 13 gets its own."""
     server = sb.add_server("d13", os="debian13")
     try:
         run = deployer.run("d13")
         note(pytestconfig, f"first deploy, bare debian13 server: {run.seconds:.1f}s")
         assert run.returncode == 0, run.explain()
+        assert "[d13] CPython 3.11.2: compiled here (debian 13 (trixie) amd64" in run.output
+        assert "from artifact" not in run.output
+        cache = sb.state_dir / "artifacts"
+        assert list(cache.glob("cpython-3.11.2-debian13-amd64-*.json")), sorted(cache.iterdir())
         assert http_get(server.http_port, "/healthz/").status == 200
         assert http_get(server.http_port, "/version/").body.strip() == deployed_commit
         assert http_get(server.http_port, "/").status == 200
