@@ -5,7 +5,7 @@
 # .ci/run both call it.
 set -euo pipefail
 
-packages=(debootstrap git openssh-client ca-certificates curl make python3-venv)
+packages=(debootstrap git openssh-client ca-certificates curl zstd make python3-venv)
 if ! { command -v docker >/dev/null && docker info >/dev/null 2>&1; }; then
     packages+=(podman runc)
 fi
