@@ -58,6 +58,10 @@ MISSING_HEADERS = [
     (r"libpq\.so|libpq.*cannot open shared object", ["libpq5"]),
 ]
 
+# How Poetry names a dependency it could not build, and the error lines of the build's output.
+BUILD_FAILED = re.compile(r"issues with ([A-Za-z0-9_.\-]+) \(([^)\s]+)\)")
+BUILD_ERROR = re.compile(r"^[\s|]*((?:[A-Za-z_][\w.]*(?:Error|Exception)|error): .+)$")
+
 
 def hints(output: str) -> list[str]:
     """The Debian packages a failed build's output suggests, in order, without repeats."""
@@ -65,6 +69,22 @@ def hints(output: str) -> list[str]:
     for pattern, packages in MISSING_HEADERS:
         if re.search(pattern, output, re.I):
             found += [p for p in packages if p not in found]
+    return found
+
+
+def failed_builds(output: str) -> list[str]:
+    """`name version: last error line` for each dependency Poetry could not build from source
+    (a long build log hides them among the warnings of other builds)."""
+    found: list[str] = []
+    error = ""
+    for line in output.splitlines():
+        if match := BUILD_ERROR.match(line):
+            error = match.group(1).strip()
+        elif match := BUILD_FAILED.search(line):
+            entry = f"{match.group(1)} {match.group(2)}" + (f": {error}" if error else "")
+            if entry not in found:
+                found.append(entry)
+            error = ""
     return found
 
 
@@ -160,9 +180,17 @@ def build(spec: dict) -> int:
     poetry = run(["poetry", *spec["poetry_args"]], cwd=spec["poetry_dir"], env=env, capture=True)
     if poetry.returncode != 0:
         print(poetry.stdout[-6000:], file=sys.stderr)
+        broken = failed_builds(poetry.stdout)
+        if broken:
+            print("Dependencies that did not build from source:", *broken, sep="\n  ",
+                  file=sys.stderr)
         packages = hints(poetry.stdout)
-        extra = (f"; a system library is missing: add {', '.join(packages)} to the setting "
-                 "apt_packages" if packages else "")
+        extra = ""
+        if broken:
+            extra += f"; {', '.join(e.split(':')[0] for e in broken)} did not build from source"
+        if packages:
+            extra += (f"; a system library is missing: add {', '.join(packages)} to the setting "
+                      "apt_packages")
         return fail(f"poetry {' '.join(spec['poetry_args'][:1])} exited {poetry.returncode}{extra}")
 
     # 3. Gunicorn: the project's own, or a pinned one added to the .venv (the lock is untouched).

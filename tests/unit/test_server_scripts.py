@@ -38,6 +38,28 @@ def test_a_failed_build_names_the_debian_package(output, packages):
     assert release.hints(output) == packages
 
 
+def test_a_failed_poetry_install_names_the_dependencies_that_did_not_build():
+    output = "\n".join([
+        "  - Installing oldpkg (1.0)",
+        "PEP517 build of a dependency failed",
+        "",
+        "    | Traceback (most recent call last):",
+        "    | ImportError: cannot import name 'gone' from 'setuptools'",
+        "",
+        "Note: This error originates from the build backend, and is likely not a problem with "
+        "poetry but one of the following issues with oldpkg (1.0)",
+        "  - not supporting PEP 517 builds",
+        "    | AttributeError: 'build_ext' object has no attribute 'x'",
+        "Note: ... one of the following issues with other-pkg (5.4.1)",
+        "warning: a long build log of a package that built fine",
+    ])
+    assert release.failed_builds(output) == [
+        "oldpkg 1.0: ImportError: cannot import name 'gone' from 'setuptools'",
+        "other-pkg 5.4.1: AttributeError: 'build_ext' object has no attribute 'x'",
+    ]
+    assert release.failed_builds("Installing dependencies from lock file\nok") == []
+
+
 def test_migration_digest_follows_migration_files_only(tmp_path):
     (tmp_path / "shop/migrations").mkdir(parents=True)
     (tmp_path / "shop/migrations/0001_initial.py").write_text("a")
