@@ -22,7 +22,10 @@ from .settings import Settings
 # Folders whose files are never the project's own (dependencies, build output, tests' fixtures).
 IGNORED_DIRS = {"node_modules", ".venv", "venv", "env", "site-packages", ".git", ".tox", "build",
                 "dist", "__pypackages__"}
-SETTINGS_ENV = re.compile(r"""["']DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z_][\w.]*)["']""")
+# setdefault("DJANGO_SETTINGS_MODULE", "m"), {"DJANGO_SETTINGS_MODULE": "m"} (a dict of
+# defaults) or environ["DJANGO_SETTINGS_MODULE"] = "m"
+SETTINGS_ENV = re.compile(
+    r"""["']DJANGO_SETTINGS_MODULE["']\s*(?:,|:|\]\s*=)\s*["']([A-Za-z_][\w.]*)["']""")
 WSGI_SETTING = re.compile(r"""^WSGI_APPLICATION\s*=\s*["']([A-Za-z_][\w.]*)["']""", re.M)
 STAR_IMPORT = re.compile(r"^from\s+(\.*[\w.]*)\s+import\s+\*", re.M)
 GUNICORN_DEP = re.compile(r"""^\s*["']?gunicorn\b""", re.I)
@@ -294,6 +297,18 @@ def has_gunicorn(pyproject: str, groups: list[str], extras: list[str]) -> bool:
     return False
 
 
+def settings_of_wsgi_files(files: dict[str, str], subdir: str) -> tuple[str, str]:
+    """The settings module the project's wsgi.py files name, when they name one and the same,
+    and the first file that does (for a manage.py that names none)."""
+    prefix = f"{subdir}/" if subdir else ""
+    named: dict[str, str] = {}
+    for path in sorted(files):
+        if path.startswith(prefix) and posixpath.basename(path) == "wsgi.py":
+            if match := SETTINGS_ENV.search(files[path]):
+                named.setdefault(match.group(1), path)
+    return next(iter(named.items())) if len(named) == 1 else ("", "")
+
+
 def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
     """The project from the repository's file list and the content of its candidate files."""
     origin = {}
@@ -308,10 +323,10 @@ def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
     if s.wsgi_app:
         wsgi_app, origin["wsgi_app"] = s.wsgi_app, "setting wsgi_app"
     else:
-        lookup = settings_module or from_manage
+        lookup = settings_module or from_manage or settings_of_wsgi_files(files, subdir)[0]
         if not lookup:
-            raise ProjectError("settings_module: manage.py names no DJANGO_SETTINGS_MODULE; set "
-                               "settings_module (and wsgi_app)")
+            raise ProjectError("settings_module: neither manage.py nor a wsgi.py names "
+                               "DJANGO_SETTINGS_MODULE; set settings_module (and wsgi_app)")
         wsgi_dotted = find_wsgi_setting(files, subdir, lookup, names) or ""
         if wsgi_dotted:
             wsgi_app, origin["wsgi_app"] = to_gunicorn(wsgi_dotted), f"WSGI_APPLICATION in {lookup}"

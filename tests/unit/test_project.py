@@ -60,6 +60,24 @@ def test_manage_py_in_a_subfolder_and_pyproject_at_the_root():
     assert found.wsgi_app == "shopsite.wsgi:application"
 
 
+@pytest.mark.parametrize("manage", [
+    # a dict of defaults the script sets one by one
+    'import os\nDEFAULTS = {\n    "DJANGO_SETTINGS_MODULE": "portal.settings",\n    "X": "1",\n}\n'
+    'for k, v in DEFAULTS.items():\n    os.environ.setdefault(k, v)\n',
+    'import os\nos.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"\n',
+    # a manage.py that leaves it to the environment: wsgi.py names it
+    "import sys\nfrom django.core.management import execute_from_command_line\n",
+], ids=["dict_of_defaults", "assignment", "only_wsgi_py"])
+def test_settings_module_named_other_ways(manage):
+    found = project({
+        "manage.py": manage,
+        "portal/settings.py": "DEBUG = False\n",  # no WSGI_APPLICATION
+        "portal/wsgi.py": WSGI.format("portal.settings"),
+        "pyproject.toml": POETRY,
+    })
+    assert (found.settings_module, found.wsgi_app) == ("portal.settings", "portal.wsgi:application")
+
+
 def test_settings_win_over_what_is_found():
     found = project({
         "manage.py": MANAGE.format("mysite.settings"),
