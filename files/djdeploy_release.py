@@ -134,15 +134,13 @@ def inside(path: str, folder: str) -> str | None:
     return None
 
 
-def chown_tree(root: Path, user: str, skip: set[str]) -> None:
-    """chown -R to `user`, links themselves rather than their targets, leaving out the folders
-    named in `skip` (the `.venv` stays root's while the app builds)."""
+def chown_tree(root: Path, user: str) -> None:
+    """chown -R to `user`, links themselves rather than their targets."""
     import pwd
 
     entry = pwd.getpwnam(user)
     os.lchown(root, entry.pw_uid, entry.pw_gid)
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in skip]
         for name in [*dirs, *files]:
             os.lchown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid)
 
@@ -215,8 +213,9 @@ def build(spec: dict) -> int:
         dotenv.symlink_to(spec["dotenv"])
 
     # 4. As the app user: the project's build commands, static files and deploy checks. The
-    # release is the app's only while it builds.
-    chown_tree(release, spec["app"], skip={".venv"})
+    # release is the app's only while it builds, its .venv too: some static files finders write
+    # what they compile into their own package (django-simple-bulma's CSS).
+    chown_tree(release, spec["app"])
     for command in spec["build_commands"]:
         out = as_app(spec, str(project), ["/bin/sh", "-ec", command], env=spec["build_env"],
                      capture=True)

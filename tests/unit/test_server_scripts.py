@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pwd
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,22 @@ def test_inside():
     assert release.inside("/srv/a/releases/x/staticfiles", "/srv/a/releases/x") == "staticfiles"
     assert release.inside("/srv/a/shared/static", "/srv/a/releases/x") is None
     assert release.inside("/srv/a/releases/xy", "/srv/a/releases/x") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes owners")
+def test_the_release_is_the_apps_while_it_builds_its_venv_too(tmp_path):
+    """Some static files finders write into their own package in the .venv during collectstatic."""
+    release_dir = tmp_path / "rel"
+    package = release_dir / ".venv" / "lib" / "site-packages" / "finder"
+    package.mkdir(parents=True)
+    (package / "compiled.css").write_text("")
+    outside = tmp_path / "outside"
+    outside.write_text("")
+    (release_dir / "link").symlink_to(outside)
+    release.chown_tree(release_dir, "nobody")
+    owners = {p.lstat().st_uid for p in [release_dir, *release_dir.rglob("*")]}
+    assert owners == {pwd.getpwnam("nobody").pw_uid}
+    assert outside.stat().st_uid == 0  # a link's target is left alone
 
 
 def test_data_kept_in_the_release_moves_to_shared_once(tmp_path):
