@@ -4,6 +4,7 @@ Every value found can be overridden by a setting."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import posixpath
 import re
@@ -309,6 +310,31 @@ def settings_of_wsgi_files(files: dict[str, str], subdir: str) -> tuple[str, str
     return next(iter(named.items())) if len(named) == 1 else ("", "")
 
 
+def defines_nothing(source: str) -> bool:
+    """Whether a module's code is empty: nothing but comments and a docstring."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def check_not_empty_package(files: dict[str, str], subdir: str, module: str, origin: str,
+                            paths: list[str]) -> None:
+    """Stop when the settings module found is a package that defines nothing (its modules are
+    the settings, chosen by the environment where the project runs): name its modules."""
+    path = module_file(subdir, module, set(paths))
+    if not path or not path.endswith("/__init__.py") or not defines_nothing(files.get(path, "x")):
+        return
+    folder = posixpath.dirname(path)
+    modules = sorted(posixpath.basename(p)[:-3] for p in paths
+                     if posixpath.dirname(p) == folder and p.endswith(".py") and p != path)
+    example = next((m for m in modules if "prod" in m), modules[0] if modules else "production")
+    raise ProjectError(f"settings_module: {module} ({origin}) is a package that defines no "
+                       f"settings; its modules: {', '.join(modules) or 'none'}; set "
+                       f"settings_module to the one to serve, e.g. '{module}.{example}'")
+
+
 def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
     """The project from the repository's file list and the content of its candidate files."""
     origin = {}
@@ -349,6 +375,8 @@ def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
             raise ProjectError("settings_module: neither manage.py nor the WSGI module names "
                                "DJANGO_SETTINGS_MODULE; set settings_module")
 
+    if not s.settings_module:
+        check_not_empty_package(files, subdir, settings_module, origin["settings_module"], paths)
     poetry_dir = find_poetry_dir(paths, subdir)
     pyproject = files.get(posixpath.join(poetry_dir, "pyproject.toml"), "")
     python, origin["python"] = python_constraint(pyproject)

@@ -78,6 +78,27 @@ def test_settings_module_named_other_ways(manage):
     assert (found.settings_module, found.wsgi_app) == ("portal.settings", "portal.wsgi:application")
 
 
+def test_an_empty_settings_package_names_its_modules():
+    """The environment chooses the module where the project runs (DJANGO_SETTINGS_MODULE)."""
+    files = {
+        "manage.py": MANAGE.format("site.settings"),
+        "site/settings/__init__.py": '"""Settings: pick one with DJANGO_SETTINGS_MODULE."""\n# none here\n',
+        "site/settings/base.py": 'WSGI_APPLICATION = "site.wsgi.application"\n',
+        "site/settings/dev.py": "from .base import *\n",
+        "site/settings/production.py": "from .base import *\n",
+        "site/wsgi.py": "from django.core.wsgi import get_wsgi_application\n",
+        "pyproject.toml": POETRY,
+    }
+    with pytest.raises(ProjectError) as error:
+        project(files)
+    assert "base, dev, production" in str(error.value)
+    assert "settings_module" in str(error.value) and "'site.settings.production'" in str(error.value)
+    assert project(files, settings_module="site.settings.production").wsgi_app == "site.wsgi:application"
+    # A package that chooses for itself is used as it is.
+    files["site/settings/__init__.py"] = "from .production import *\n"
+    assert project(files).settings_module == "site.settings"
+
+
 def test_settings_win_over_what_is_found():
     found = project({
         "manage.py": MANAGE.format("mysite.settings"),
