@@ -6,7 +6,8 @@ by pyenv's Python; standard library only):
 1. the migration digest of the release (to know later whether the database needs `migrate`);
 2. the runbook's `.venv` in the Django project root (venv without pip), filled by Poetry from
    the lock; a wheel that fails to build for a missing system header names the Debian package;
-3. Gunicorn added to the `.venv` when the project's dependencies have none;
+3. setuptools added to the `.venv` as `python -m venv` gives it before Python 3.12, and
+   Gunicorn when the project's dependencies have none;
 4. as the app user, in the project folder: the project's own build commands (front-end
    builds), then the static files and Django's deploy checks (djdeploy_build.py);
 5. media and SQLite files the project keeps inside the release linked to `shared/`, so that
@@ -86,6 +87,16 @@ def failed_builds(output: str) -> list[str]:
                 found.append(entry)
             error = ""
     return found
+
+
+def missing(venv: Path, python: tuple[int, int]) -> set[str]:
+    """What the deploy adds to a venv Poetry filled: setuptools, which `python -m venv` gives
+    before Python 3.12 (packages of that time import pkg_resources without asking for it), and
+    Gunicorn, when the lock has them not."""
+    wanted = {"gunicorn"} if not (venv / "bin" / "gunicorn").exists() else set()
+    if python < (3, 12) and not any(venv.glob("lib/python*/site-packages/setuptools")):
+        wanted.add("setuptools")
+    return wanted
 
 
 def migration_digest(project: Path) -> str:
@@ -191,20 +202,24 @@ def build(spec: dict) -> int:
                       "apt_packages")
         return fail(f"poetry {' '.join(spec['poetry_args'][:1])} exited {poetry.returncode}{extra}")
 
-    # 3. Gunicorn: the project's own, or a pinned one added to the .venv (the lock is untouched).
-    if (venv / "bin" / "gunicorn").exists():
-        print("Gunicorn: the project's own")
-    else:
-        pip_env = {**os.environ, **spec["pip_env"]}
-        steps = [[str(venv / "bin" / "python"), "-m", "ensurepip", "--default-pip"],
-                 [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                  f"gunicorn=={spec['gunicorn']}"]]
-        for step in steps:
-            out = run(step, env=pip_env, capture=True)
-            if out.returncode != 0:
-                print(out.stdout[-3000:], file=sys.stderr)
-                return fail(f"could not add Gunicorn {spec['gunicorn']} to {venv}")
-        print(f"Gunicorn {spec['gunicorn']} added (not in the project's dependencies)")
+    # 3. setuptools as `python -m venv` gives it, and Gunicorn (the lock is untouched).
+    python = str(venv / "bin" / "python")
+    adds = missing(venv, sys.version_info[:2])
+    steps = []
+    if adds:  # ensurepip: pip, and setuptools before Python 3.12
+        steps.append(([python, "-m", "ensurepip", "--default-pip"], "pip and setuptools"))
+    if "gunicorn" in adds:
+        steps.append(([python, "-m", "pip", "install", "-q", f"gunicorn=={spec['gunicorn']}"],
+                      f"Gunicorn {spec['gunicorn']}"))
+    for step, what in steps:
+        out = run(step, env={**os.environ, **spec["pip_env"]}, capture=True)
+        if out.returncode != 0:
+            print(out.stdout[-3000:], file=sys.stderr)
+            return fail(f"could not add {what} to {venv}")
+    if "setuptools" in adds:
+        print("setuptools added, as `python -m venv` gives it before Python 3.12 (not in the lock)")
+    print(f"Gunicorn {spec['gunicorn']} added (not in the project's dependencies)"
+          if "gunicorn" in adds else "Gunicorn: the project's own")
 
     if spec.get("dotenv"):
         dotenv = project / ".env"

@@ -61,6 +61,16 @@ def test_a_failed_poetry_install_names_the_dependencies_that_did_not_build():
     assert release.failed_builds("Installing dependencies from lock file\nok") == []
 
 
+def test_what_the_deploy_adds_to_the_venv_poetry_filled(tmp_path):
+    venv = tmp_path / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    assert release.missing(venv, (3, 11)) == {"gunicorn", "setuptools"}
+    assert release.missing(venv, (3, 12)) == {"gunicorn"}  # venv gives no setuptools since 3.12
+    (venv / "bin" / "gunicorn").write_text("")
+    (venv / "lib" / "python3.11" / "site-packages" / "setuptools").mkdir(parents=True)
+    assert release.missing(venv, (3, 11)) == set()
+
+
 def test_migration_digest_follows_migration_files_only(tmp_path):
     (tmp_path / "shop/migrations").mkdir(parents=True)
     (tmp_path / "shop/migrations/0001_initial.py").write_text("a")
