@@ -7,7 +7,8 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
-from .app import COMPLETE, STATIC_MANIFEST, Layout, effective, release_files, target_commit
+from .app import (COMPLETE, STATIC_MANIFEST, Layout, effective, found_project, release_files,
+                  target_commit)
 from .common import TOOLS, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
@@ -64,7 +65,7 @@ def config(s: Settings, commit: str | None = None):
     if not commit:
         host.noop("written with the release")
         return
-    yield from release_files(effective(s, commit), commit, rel)
+    yield from release_files(effective(s, commit), commit, rel, found_project(s, commit))
 
 
 class Serving(JsonState):

@@ -48,6 +48,7 @@ class Project:
     poetry_dir: str = ""  # folder of pyproject.toml: the project's folder or one above it
     python: str = ""  # the Python versions the project accepts, as it writes them
     gunicorn: bool = True  # Gunicorn is among the dependencies Poetry installs
+    gunicorn_conf: bool = False  # the project's folder has a gunicorn.conf.py of its own
     origin: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -59,6 +60,8 @@ class Project:
             parts.append(f"Python {self.python} ({self.origin.get('python', '')})")
         parts.append("Gunicorn from the project" if self.gunicorn
                      else "Gunicorn added by the deploy (not in the project's dependencies)")
+        if self.gunicorn_conf:
+            parts.append("its gunicorn.conf.py applies first, the deploy's settings over it")
         return "; ".join(parts)
 
 
@@ -382,7 +385,8 @@ def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
     python, origin["python"] = python_constraint(pyproject)
     gunicorn = has_gunicorn(pyproject, s.poetry_groups, s.poetry_extras)
     return Project(subdir=subdir, settings_module=settings_module, wsgi_app=wsgi_app,
-                   poetry_dir=poetry_dir, python=python, gunicorn=gunicorn, origin=origin)
+                   poetry_dir=poetry_dir, python=python, gunicorn=gunicorn,
+                   gunicorn_conf=posixpath.join(subdir, "gunicorn.conf.py") in names, origin=origin)
 
 
 def find_poetry_dir(paths: list[str], subdir: str) -> str:

@@ -28,7 +28,7 @@ def test_startproject_layout():
         "pyproject.toml": POETRY,
     })
     assert (found.subdir, found.settings_module, found.wsgi_app) == ("", "mysite.settings", "mysite.wsgi:application")
-    assert found.python == "^3.10" and found.gunicorn
+    assert found.python == "^3.10" and found.gunicorn and not found.gunicorn_conf
 
 
 def test_settings_package_serves_what_wsgi_py_says():
@@ -55,9 +55,21 @@ def test_manage_py_in_a_subfolder_and_pyproject_at_the_root():
         "src/shopsite/settings.py": "ROOT_URLCONF = 'shopsite.urls'\n",  # no WSGI_APPLICATION
         "src/shopsite/wsgi.py": WSGI.format("shopsite.settings"),
         "node_modules/x/manage.py": "",
+        "gunicorn.conf.py": "",
     })
     assert (found.subdir, found.poetry_dir) == ("src", "")
     assert found.wsgi_app == "shopsite.wsgi:application"
+    assert not found.gunicorn_conf  # the root's is not the project folder's
+
+
+def test_a_gunicorn_conf_of_the_projects_own_is_said():
+    found = project({
+        "manage.py": MANAGE.format("mysite.settings"),
+        "mysite/settings.py": 'WSGI_APPLICATION = "mysite.wsgi.application"\n',
+        "gunicorn.conf.py": "timeout = 120\n",
+        "pyproject.toml": POETRY,
+    })
+    assert found.gunicorn_conf and "its gunicorn.conf.py applies first" in found.describe()
 
 
 @pytest.mark.parametrize("manage", [
