@@ -34,6 +34,12 @@ def test_the_projects_own_config_applies_first_and_the_deploys_wins(tmp_path):
     assert conf["calls"] == ["project", "child_exit"]
 
 
+def test_a_release_built_before_keeps_no_copy_of_it(tmp_path):
+    s = validate({"repo_url": "git://example.internal/x.git", "wsgi_app": "site.wsgi:application"})
+    conf = load(gunicorn_conf(s, "c0ffee", str(tmp_path), str(tmp_path / "missing.py")))
+    assert conf["timeout"] == 30
+
+
 def test_without_a_config_of_the_projects_own(tmp_path):
     s = validate({"repo_url": "git://example.internal/x.git", "wsgi_app": "site.wsgi:application"})
     text = gunicorn_conf(s, "c0ffee", str(tmp_path))
