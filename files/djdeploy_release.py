@@ -132,6 +132,13 @@ def as_app(spec: dict, cwd: str, command: list[str], env: dict | None = None,
     return run(argv + command, capture=capture)
 
 
+def build_env(env: dict, venv: Path) -> dict:
+    """The build commands' environment: the release's .venv comes first on PATH, as if
+    activated (`python manage.py ...` is the project's Python with its packages)."""
+    return {**env, "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
 def fail(message: str) -> int:
     print(f"release build failed: {message}", file=sys.stderr)
     return 1
@@ -232,8 +239,8 @@ def build(spec: dict) -> int:
     # what they compile into their own package (django-simple-bulma's CSS).
     chown_tree(release, spec["app"])
     for command in spec["build_commands"]:
-        out = as_app(spec, str(project), ["/bin/sh", "-ec", command], env=spec["build_env"],
-                     capture=True)
+        out = as_app(spec, str(project), ["/bin/sh", "-ec", command],
+                     env=build_env(spec["build_env"], venv), capture=True)
         if out.returncode != 0:
             print(out.stdout[-6000:], file=sys.stderr)
             return fail(f"build command {command!r} exited {out.returncode}")

@@ -71,6 +71,13 @@ def test_what_the_deploy_adds_to_the_venv_poetry_filled(tmp_path):
     assert release.missing(venv, (3, 11)) == set()
 
 
+def test_build_commands_find_the_releases_python_first(tmp_path):
+    venv = tmp_path / ".venv"
+    env = release.build_env({"HOME": "/var/cache/x"}, venv)
+    assert env["PATH"].split(":")[0] == f"{venv}/bin" and "/usr/bin" in env["PATH"].split(":")
+    assert env["VIRTUAL_ENV"] == str(venv) and env["HOME"] == "/var/cache/x"
+
+
 def test_migration_digest_follows_migration_files_only(tmp_path):
     (tmp_path / "shop/migrations").mkdir(parents=True)
     (tmp_path / "shop/migrations/0001_initial.py").write_text("a")
