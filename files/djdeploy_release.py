@@ -5,7 +5,8 @@ by pyenv's Python; standard library only):
 
 1. the migration digest of the release (to know later whether the database needs `migrate`);
 2. the runbook's `.venv` in the Django project root (venv without pip), filled by Poetry from
-   the lock; a wheel that fails to build for a missing system header names the Debian package;
+   the lock (build tools pinned where the settings say); a wheel that fails to build for a
+   missing system header names the Debian package;
 3. setuptools added to the `.venv` as `python -m venv` gives it before Python 3.12, and
    Gunicorn when the project's dependencies have none;
 4. as the app user, in the project folder: the project's own build commands (front-end
@@ -87,6 +88,17 @@ def failed_builds(output: str) -> list[str]:
                 found.append(entry)
             error = ""
     return found
+
+
+def build_constraints_toml(constraints: dict) -> str:
+    """The setting poetry_build_constraints as the pyproject.toml table Poetry reads (JSON
+    strings are TOML basic strings)."""
+    lines = ["", "", "# Added by the deploy (setting poetry_build_constraints).",
+             "[tool.poetry.build-constraints]"]
+    for package, tools in constraints.items():
+        inner = ", ".join(f"{json.dumps(tool)} = {json.dumps(version)}" for tool, version in tools.items())
+        lines.append(f"{json.dumps(package)} = {{ {inner} }}")
+    return "\n".join(lines) + "\n"
 
 
 def missing(venv: Path, python: tuple[int, int]) -> set[str]:
@@ -191,6 +203,13 @@ def build(spec: dict) -> int:
     # it is given, wherever pyproject.toml is).
     if run([spec["python"], "-m", "venv", "--without-pip", str(venv)]).returncode != 0:
         return fail(f"could not make {venv}")
+    if spec.get("build_constraints"):
+        pyproject = Path(spec["poetry_dir"]) / "pyproject.toml"
+        text = pyproject.read_text()
+        if re.search(r"^\[tool\.poetry\.build-constraints\]", text, re.M):
+            return fail("the project's pyproject.toml has [tool.poetry.build-constraints] of "
+                        "its own; leave the setting poetry_build_constraints empty")
+        pyproject.write_text(text + build_constraints_toml(spec["build_constraints"]))
     env = {**os.environ, **spec["poetry_env"], "VIRTUAL_ENV": str(venv),
            "PATH": f"{venv}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     poetry = run(["poetry", *spec["poetry_args"]], cwd=spec["poetry_dir"], env=env, capture=True)
@@ -203,7 +222,9 @@ def build(spec: dict) -> int:
         packages = hints(poetry.stdout)
         extra = ""
         if broken:
-            extra += f"; {', '.join(e.split(':')[0] for e in broken)} did not build from source"
+            extra += (f"; {', '.join(e.split(':')[0] for e in broken)} did not build from source "
+                      "(when a newer build tool broke them, the setting poetry_build_constraints "
+                      "pins it for them)")
         if packages:
             extra += (f"; a system library is missing: add {', '.join(packages)} to the setting "
                       "apt_packages")

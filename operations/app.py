@@ -464,6 +464,7 @@ def build_spec(s: Settings, project: Project, commit: str, rel: str) -> dict:
                        "POETRY_CONFIG_DIR": "/opt/poetry/config"},
         "pip_env": tool_env(s.package_index_url),
         "gunicorn": s.gunicorn_version,
+        "build_constraints": s.poetry_build_constraints,
         "build_commands": s.build_commands,
         "build_env": build_env,
         "collect": TOOLS["build"],

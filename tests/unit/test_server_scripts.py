@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,16 @@ def test_build_commands_find_the_releases_python_first(tmp_path):
     env = release.build_env({"HOME": "/var/cache/x"}, venv)
     assert env["PATH"].split(":")[0] == f"{venv}/bin" and "/usr/bin" in env["PATH"].split(":")
     assert env["VIRTUAL_ENV"] == str(venv) and env["HOME"] == "/var/cache/x"
+
+
+def test_build_constraints_become_the_table_poetry_reads():
+    pyproject = '[tool.poetry]\nname = "x"\n[tool.poetry.dependencies]\npython = "^3.8"\n'
+    text = pyproject + release.build_constraints_toml(
+        {"pyyaml": {"cython": "<3.0"}, "django-allauth": {"setuptools": "<70", "wheel": "<1"}})
+    data = tomllib.loads(text)
+    assert data["tool"]["poetry"]["build-constraints"] == {
+        "pyyaml": {"cython": "<3.0"}, "django-allauth": {"setuptools": "<70", "wheel": "<1"}}
+    assert data["tool"]["poetry"]["dependencies"] == {"python": "^3.8"}
 
 
 def test_migration_digest_follows_migration_files_only(tmp_path):
