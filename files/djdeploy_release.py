@@ -20,6 +20,7 @@ SPEC holds the paths and settings (written by the deploy, nothing secret in it).
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
@@ -175,6 +176,18 @@ def chown_tree(root: Path, user: str) -> None:
             os.lchown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid)
 
 
+def served_while_written(folder: Path, web_group: str) -> None:
+    """A folder the app writes into while serving and nginx serves from (django-compressor's):
+    its folders pass the web server's group on to what is made in them (setgid), so nginx
+    reads what the app writes under the service's umask."""
+    gid = grp.getgrnam(web_group).gr_gid
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o2750 if path.is_dir() else 0o640)
+
+
 def link_into_shared(target: Path, shared: Path) -> None:
     """Replace `target` (a folder or file the project keeps in the release) with a link to its
     place in `shared/`, moving in what the release brought if `shared/` has nothing there yet."""
@@ -289,6 +302,8 @@ def build(spec: dict) -> int:
         rel_db = inside(db, str(release))
         if rel_db:
             link_into_shared(release / rel_db, shared / "data" / Path(db).name)
+    for folder in paths.get("writable", []):
+        served_while_written(Path(folder), spec["web_group"])
     run(["chown", "-R", "-h", "root:root", str(release)])
     run(["chmod", "-R", "u+rwX,go+rX,go-w", str(release)])
     (project / PATHS).write_text(json.dumps(paths) + "\n")

@@ -18,6 +18,8 @@ TEMPLATES = ROOT / "templates"
 FILES = ROOT / "files"
 # The scripts of files/ on the server (files/djdeploy_<name>.py), run by pyenv's Python or, for
 # `build`, by the release's own.
+# The group nginx runs as (Debian): it reads the static files and the app's sockets.
+WEB_GROUP = "www-data"
 TOOLS = {name: f"/usr/local/lib/djdeploy/{name}.py"
          for name in ("health", "build", "release", "env", "wsgi")}
 

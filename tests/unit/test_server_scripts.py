@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import grp
 import os
 import pwd
 import shutil
@@ -123,6 +124,20 @@ def test_the_release_is_the_apps_while_it_builds_its_venv_too(tmp_path):
     owners = {p.lstat().st_uid for p in [release_dir, *release_dir.rglob("*")]}
     assert owners == {pwd.getpwnam("nobody").pw_uid}
     assert outside.stat().st_uid == 0  # a link's target is left alone
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes groups")
+def test_what_the_app_writes_while_serving_nginx_can_read(tmp_path):
+    cache = tmp_path / "static" / "CACHE"
+    (cache / "css").mkdir(parents=True)
+    (cache / "css" / "old.css").write_text("")
+    release.served_while_written(cache, "www-data")
+    www = grp.getgrnam("www-data").gr_gid
+    assert (cache.stat().st_gid, cache.stat().st_mode & 0o7777) == (www, 0o2750)
+    assert ((cache / "css").stat().st_mode & 0o7777) == 0o2750
+    assert ((cache / "css" / "old.css").stat().st_gid, (cache / "css" / "old.css").stat().st_mode & 0o777) == (www, 0o640)
+    (cache / "js").mkdir()  # made later, by the app: the group is passed on
+    assert (cache / "js").stat().st_gid == www
 
 
 def test_data_kept_in_the_release_moves_to_shared_once(tmp_path):
