@@ -58,7 +58,9 @@ def main() -> int:
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())  # the project, as manage.py would have it
     django.setup()
-    static_root = str(settings.STATIC_ROOT or "")
+    # Relative folders are the project folder's, as Django's file storage takes them.
+    static_root = os.path.abspath(settings.STATIC_ROOT) if settings.STATIC_ROOT else ""
+    media_root = os.path.abspath(settings.MEDIA_ROOT) if settings.MEDIA_ROOT else ""
     if not static_root:
         print("STATIC_ROOT is not set in the project's settings: nothing to collect for nginx",
               file=sys.stderr)
@@ -83,7 +85,7 @@ def main() -> int:
             writable.append(folder)
     sqlite = [str(db["NAME"]) for db in settings.DATABASES.values()
               if db.get("ENGINE", "").endswith("sqlite3") and str(db.get("NAME", "")).startswith("/")]
-    print(json.dumps({"static": static_root, "media": str(settings.MEDIA_ROOT or ""),
+    print(json.dumps({"static": static_root, "media": media_root,
                       "static_url": settings.STATIC_URL, "media_url": settings.MEDIA_URL,
                       "sqlite": sqlite, "writable": writable}))
     return 0
