@@ -97,7 +97,8 @@ def build_constraints_toml(constraints: dict) -> str:
     lines = ["", "", "# Added by the deploy (setting poetry_build_constraints).",
              "[tool.poetry.build-constraints]"]
     for package, tools in constraints.items():
-        inner = ", ".join(f"{json.dumps(tool)} = {json.dumps(version)}" for tool, version in tools.items())
+        inner = ", ".join(f"{json.dumps(tool)} = {json.dumps(version)}"
+                          for tool, version in tools.items())
         lines.append(f"{json.dumps(package)} = {{ {inner} }}")
     return "\n".join(lines) + "\n"
 
