@@ -15,7 +15,8 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
 
-from .common import FILES, TOOLS, WEB_GROUP, JsonState, PathStates, config_file, env_prefix, render, sh
+from .common import (FILES, TOOLS, WEB_GROUP, JsonState, PathStates, config_file, env_prefix,
+                     render, sh)
 from .python_env import SYSTEM_CA_BUNDLE, tool_env
 from .project import Project, ProjectError, check_python, inspect, resolved
 from .settings import SECRET_ENV_VALUES, Settings
