@@ -7,8 +7,8 @@ by pyenv's Python; standard library only):
 2. the runbook's `.venv` in the Django project root (venv without pip), filled by Poetry from
    the lock (build tools pinned where the settings say); a wheel that fails to build for a
    missing system header names the Debian package;
-3. setuptools added to the `.venv` as `python -m venv` gives it before Python 3.12, and
-   Gunicorn when the project's dependencies have none;
+3. Gunicorn added to the `.venv` when the project's dependencies have none, and setuptools
+   when installed packages import pkg_resources without asking for it;
 4. as the app user, in the project folder: the project's own build commands (front-end
    builds), then the static files and Django's deploy checks (djdeploy_build.py);
 5. media and SQLite files the project keeps inside the release linked to `shared/`, so that
@@ -61,6 +61,7 @@ MISSING_HEADERS = [
     (r"libpq\.so|libpq.*cannot open shared object", ["libpq5"]),
 ]
 
+TOP_IMPORT_PKG_RESOURCES = re.compile(rb"^(?:import pkg_resources|from pkg_resources import)", re.M)
 # How Poetry names a dependency it could not build, and the error lines of the build's output.
 BUILD_FAILED = re.compile(r"issues with ([A-Za-z0-9_.\-]+) \(([^)\s]+)\)")
 BUILD_ERROR = re.compile(r"^[\s|]*((?:[A-Za-z_][\w.]*(?:Error|Exception)|error): .+)$")
@@ -103,13 +104,33 @@ def build_constraints_toml(constraints: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def missing(venv: Path, python: tuple[int, int]) -> set[str]:
-    """What the deploy adds to a venv Poetry filled: setuptools, which `python -m venv` gives
-    before Python 3.12 (packages of that time import pkg_resources without asking for it), and
-    Gunicorn, when the lock has them not."""
-    wanted = {"gunicorn"} if not (venv / "bin" / "gunicorn").exists() else set()
-    if python < (3, 12) and not any(venv.glob("lib/python*/site-packages/setuptools")):
-        wanted.add("setuptools")
+def pkg_resources_importers(venv: Path) -> list[str]:
+    """The installed packages whose modules import pkg_resources at their top, which only
+    setuptools provides (older packages import it without asking for setuptools)."""
+    found: set[str] = set()
+    for site in venv.glob("lib/python*/site-packages"):
+        for path in site.rglob("*.py"):
+            top = path.relative_to(site).parts[0]
+            if top in found or top in ("setuptools", "pkg_resources", "pip", "_distutils_hack"):
+                continue
+            try:
+                source = path.read_bytes()
+            except OSError:
+                continue
+            if b"pkg_resources" in source and TOP_IMPORT_PKG_RESOURCES.search(source):
+                found.add(top)
+    return sorted(found)
+
+
+def missing(venv: Path) -> dict[str, str]:
+    """What the deploy adds to the venv Poetry filled from the lock, and why: Gunicorn when the
+    project has none, setuptools when installed packages import pkg_resources without it."""
+    wanted = {}
+    if not (venv / "bin" / "gunicorn").exists():
+        wanted["gunicorn"] = "not in the project's dependencies"
+    if not any(venv.glob("lib/python*/site-packages/setuptools")):
+        if importers := pkg_resources_importers(venv):
+            wanted["setuptools"] = f"{', '.join(importers)} import pkg_resources, not in the lock"
     return wanted
 
 
@@ -244,24 +265,26 @@ def build(spec: dict) -> int:
                       "apt_packages")
         return fail(f"poetry {' '.join(spec['poetry_args'][:1])} exited {poetry.returncode}{extra}")
 
-    # 3. setuptools as `python -m venv` gives it, and Gunicorn (the lock is untouched).
+    # 3. Gunicorn, and setuptools for packages that need it without saying so (the lock is
+    # untouched).
     python = str(venv / "bin" / "python")
-    adds = missing(venv, sys.version_info[:2])
+    adds = missing(venv)
     steps = []
-    if adds:  # ensurepip: pip, and setuptools before Python 3.12
-        steps.append(([python, "-m", "ensurepip", "--default-pip"], "pip and setuptools"))
-    if "gunicorn" in adds:
-        steps.append(([python, "-m", "pip", "install", "-q", f"gunicorn=={spec['gunicorn']}"],
-                      f"Gunicorn {spec['gunicorn']}"))
+    if adds:
+        steps.append(([python, "-m", "ensurepip", "--default-pip"], "pip"))
+    for package in adds:
+        pin = f"gunicorn=={spec['gunicorn']}" if package == "gunicorn" else package
+        steps.append(([python, "-m", "pip", "install", "-q", pin], pin))
     for step, what in steps:
         out = run(step, env={**os.environ, **spec["pip_env"]}, capture=True)
         if out.returncode != 0:
             print(out.stdout[-3000:], file=sys.stderr)
             return fail(f"could not add {what} to {venv}")
-    if "setuptools" in adds:
-        print("setuptools added, as `python -m venv` gives it before Python 3.12 (not in the lock)")
-    print(f"Gunicorn {spec['gunicorn']} added (not in the project's dependencies)"
-          if "gunicorn" in adds else "Gunicorn: the project's own")
+    for package, why in adds.items():
+        name = f"Gunicorn {spec['gunicorn']}" if package == "gunicorn" else package
+        print(f"{name} added ({why})")
+    if "gunicorn" not in adds:
+        print("Gunicorn: the project's own")
 
     if spec.get("dotenv"):
         dotenv = project / ".env"

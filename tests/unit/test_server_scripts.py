@@ -65,12 +65,21 @@ def test_a_failed_poetry_install_names_the_dependencies_that_did_not_build():
 
 def test_what_the_deploy_adds_to_the_venv_poetry_filled(tmp_path):
     venv = tmp_path / ".venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
     (venv / "bin").mkdir(parents=True)
-    assert release.missing(venv, (3, 11)) == {"gunicorn", "setuptools"}
-    assert release.missing(venv, (3, 12)) == {"gunicorn"}  # venv gives no setuptools since 3.12
+    (site / "countries").mkdir(parents=True)
+    (site / "countries" / "fields.py").write_text("import os\nimport pkg_resources\n")
+    (site / "careful.py").write_text("try:\n    import pkg_resources\nexcept ImportError:\n    pass\n")
+    assert release.pkg_resources_importers(venv) == ["countries"]  # a guarded import needs nothing
+    adds = release.missing(venv)
+    assert set(adds) == {"gunicorn", "setuptools"} and "countries" in adds["setuptools"]
     (venv / "bin" / "gunicorn").write_text("")
-    (venv / "lib" / "python3.11" / "site-packages" / "setuptools").mkdir(parents=True)
-    assert release.missing(venv, (3, 11)) == set()
+    (site / "setuptools").mkdir()
+    assert release.missing(venv) == {}
+    # Nothing asks for pkg_resources: the venv stays what the lock says.
+    (site / "setuptools").rmdir()
+    (site / "countries" / "fields.py").write_text("import os\n")
+    assert release.missing(venv) == {}
 
 
 def test_build_commands_find_the_releases_python_first(tmp_path):
