@@ -34,6 +34,7 @@ if to_rev != from_rev:
     app.release(name="Build the release beside the running one: .venv, Poetry, static files, "
                      "pre-flight checks (U2, U3)", s=s)
     gunicorn.config(name="gunicorn.conf.py of the release", s=s)
+    gunicorn.units(name="Gunicorn systemd units: what the release writes into", s=s)
     release.backup(name="Back up the database", s=s, _run_once=s.migrate_once)
     app.migrate(name="Migrate the database (U4)", s=s, _run_once=s.migrate_once)
     gunicorn.serve(name="Start the release in the idle slot, health-gated switch (U1, U5)", s=s)

@@ -5,8 +5,10 @@ by pyenv's Python; standard library only):
 
 1. the migration digest of the release (to know later whether the database needs `migrate`);
 2. the runbook's `.venv` in the Django project root (venv without pip), filled by Poetry from
-   the lock; a wheel that fails to build for a missing system header names the Debian package;
-3. Gunicorn added to the `.venv` when the project's dependencies have none;
+   the lock (build tools pinned where the settings say); a wheel that fails to build for a
+   missing system header names the Debian package;
+3. Gunicorn added to the `.venv` when the project's dependencies have none, and setuptools
+   when installed packages import pkg_resources without asking for it;
 4. as the app user, in the project folder: the project's own build commands (front-end
    builds), then the static files and Django's deploy checks (djdeploy_build.py);
 5. media and SQLite files the project keeps inside the release linked to `shared/`, so that
@@ -18,6 +20,7 @@ SPEC holds the paths and settings (written by the deploy, nothing secret in it).
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
@@ -58,6 +61,11 @@ MISSING_HEADERS = [
     (r"libpq\.so|libpq.*cannot open shared object", ["libpq5"]),
 ]
 
+TOP_IMPORT_PKG_RESOURCES = re.compile(rb"^(?:import pkg_resources|from pkg_resources import)", re.M)
+# How Poetry names a dependency it could not build, and the error lines of the build's output.
+BUILD_FAILED = re.compile(r"issues with ([A-Za-z0-9_.\-]+) \(([^)\s]+)\)")
+BUILD_ERROR = re.compile(r"^[\s|]*((?:[A-Za-z_][\w.]*(?:Error|Exception)|error): .+)$")
+
 
 def hints(output: str) -> list[str]:
     """The Debian packages a failed build's output suggests, in order, without repeats."""
@@ -66,6 +74,64 @@ def hints(output: str) -> list[str]:
         if re.search(pattern, output, re.I):
             found += [p for p in packages if p not in found]
     return found
+
+
+def failed_builds(output: str) -> list[str]:
+    """`name version: last error line` for each dependency Poetry could not build from source
+    (a long build log hides them among the warnings of other builds)."""
+    found: list[str] = []
+    error = ""
+    for line in output.splitlines():
+        if match := BUILD_ERROR.match(line):
+            error = match.group(1).strip()
+        elif match := BUILD_FAILED.search(line):
+            entry = f"{match.group(1)} {match.group(2)}" + (f": {error}" if error else "")
+            if entry not in found:
+                found.append(entry)
+            error = ""
+    return found
+
+
+def build_constraints_toml(constraints: dict) -> str:
+    """The setting poetry_build_constraints as the pyproject.toml table Poetry reads (JSON
+    strings are TOML basic strings)."""
+    lines = ["", "", "# Added by the deploy (setting poetry_build_constraints).",
+             "[tool.poetry.build-constraints]"]
+    for package, tools in constraints.items():
+        inner = ", ".join(f"{json.dumps(tool)} = {json.dumps(version)}"
+                          for tool, version in tools.items())
+        lines.append(f"{json.dumps(package)} = {{ {inner} }}")
+    return "\n".join(lines) + "\n"
+
+
+def pkg_resources_importers(venv: Path) -> list[str]:
+    """The installed packages whose modules import pkg_resources at their top, which only
+    setuptools provides (older packages import it without asking for setuptools)."""
+    found: set[str] = set()
+    for site in venv.glob("lib/python*/site-packages"):
+        for path in site.rglob("*.py"):
+            top = path.relative_to(site).parts[0]
+            if top in found or top in ("setuptools", "pkg_resources", "pip", "_distutils_hack"):
+                continue
+            try:
+                source = path.read_bytes()
+            except OSError:
+                continue
+            if b"pkg_resources" in source and TOP_IMPORT_PKG_RESOURCES.search(source):
+                found.add(top)
+    return sorted(found)
+
+
+def missing(venv: Path) -> dict[str, str]:
+    """What the deploy adds to the venv Poetry filled from the lock, and why: Gunicorn when the
+    project has none, setuptools when installed packages import pkg_resources without it."""
+    wanted = {}
+    if not (venv / "bin" / "gunicorn").exists():
+        wanted["gunicorn"] = "not in the project's dependencies"
+    if not any(venv.glob("lib/python*/site-packages/setuptools")):
+        if importers := pkg_resources_importers(venv):
+            wanted["setuptools"] = f"{', '.join(importers)} import pkg_resources, not in the lock"
+    return wanted
 
 
 def migration_digest(project: Path) -> str:
@@ -101,6 +167,13 @@ def as_app(spec: dict, cwd: str, command: list[str], env: dict | None = None,
     return run(argv + command, capture=capture)
 
 
+def build_env(env: dict, venv: Path) -> dict:
+    """The build commands' environment: the release's .venv comes first on PATH, as if
+    activated (`python manage.py ...` is the project's Python with its packages)."""
+    return {**env, "VIRTUAL_ENV": str(venv),
+            "PATH": f"{venv}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
 def fail(message: str) -> int:
     print(f"release build failed: {message}", file=sys.stderr)
     return 1
@@ -114,17 +187,27 @@ def inside(path: str, folder: str) -> str | None:
     return None
 
 
-def chown_tree(root: Path, user: str, skip: set[str]) -> None:
-    """chown -R to `user`, links themselves rather than their targets, leaving out the folders
-    named in `skip` (the `.venv` stays root's while the app builds)."""
+def chown_tree(root: Path, user: str) -> None:
+    """chown -R to `user`, links themselves rather than their targets."""
     import pwd
 
     entry = pwd.getpwnam(user)
     os.lchown(root, entry.pw_uid, entry.pw_gid)
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in skip]
         for name in [*dirs, *files]:
             os.lchown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid)
+
+
+def served_while_written(folder: Path, web_group: str) -> None:
+    """A folder the app writes into while serving and nginx serves from (django-compressor's):
+    its folders pass the web server's group on to what is made in them (setgid), so nginx
+    reads what the app writes under the service's umask."""
+    gid = grp.getgrnam(web_group).gr_gid
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o2750 if path.is_dir() else 0o640)
 
 
 def link_into_shared(target: Path, shared: Path) -> None:
@@ -155,30 +238,53 @@ def build(spec: dict) -> int:
     # it is given, wherever pyproject.toml is).
     if run([spec["python"], "-m", "venv", "--without-pip", str(venv)]).returncode != 0:
         return fail(f"could not make {venv}")
+    if spec.get("build_constraints"):
+        pyproject = Path(spec["poetry_dir"]) / "pyproject.toml"
+        text = pyproject.read_text()
+        if re.search(r"^\[tool\.poetry\.build-constraints\]", text, re.M):
+            return fail("the project's pyproject.toml has [tool.poetry.build-constraints] of "
+                        "its own; leave the setting poetry_build_constraints empty")
+        pyproject.write_text(text + build_constraints_toml(spec["build_constraints"]))
     env = {**os.environ, **spec["poetry_env"], "VIRTUAL_ENV": str(venv),
            "PATH": f"{venv}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     poetry = run(["poetry", *spec["poetry_args"]], cwd=spec["poetry_dir"], env=env, capture=True)
     if poetry.returncode != 0:
         print(poetry.stdout[-6000:], file=sys.stderr)
+        broken = failed_builds(poetry.stdout)
+        if broken:
+            print("Dependencies that did not build from source:", *broken, sep="\n  ",
+                  file=sys.stderr)
         packages = hints(poetry.stdout)
-        extra = (f"; a system library is missing: add {', '.join(packages)} to the setting "
-                 "apt_packages" if packages else "")
+        extra = ""
+        if broken:
+            extra += (f"; {', '.join(e.split(':')[0] for e in broken)} did not build from source "
+                      "(when a newer build tool broke them, the setting poetry_build_constraints "
+                      "pins it for them)")
+        if packages:
+            extra += (f"; a system library is missing: add {', '.join(packages)} to the setting "
+                      "apt_packages")
         return fail(f"poetry {' '.join(spec['poetry_args'][:1])} exited {poetry.returncode}{extra}")
 
-    # 3. Gunicorn: the project's own, or a pinned one added to the .venv (the lock is untouched).
-    if (venv / "bin" / "gunicorn").exists():
+    # 3. Gunicorn, and setuptools for packages that need it without saying so (the lock is
+    # untouched).
+    python = str(venv / "bin" / "python")
+    adds = missing(venv)
+    steps = []
+    if adds:
+        steps.append(([python, "-m", "ensurepip", "--default-pip"], "pip"))
+    for package in adds:
+        pin = f"gunicorn=={spec['gunicorn']}" if package == "gunicorn" else package
+        steps.append(([python, "-m", "pip", "install", "-q", pin], pin))
+    for step, what in steps:
+        out = run(step, env={**os.environ, **spec["pip_env"]}, capture=True)
+        if out.returncode != 0:
+            print(out.stdout[-3000:], file=sys.stderr)
+            return fail(f"could not add {what} to {venv}")
+    for package, why in adds.items():
+        name = f"Gunicorn {spec['gunicorn']}" if package == "gunicorn" else package
+        print(f"{name} added ({why})")
+    if "gunicorn" not in adds:
         print("Gunicorn: the project's own")
-    else:
-        pip_env = {**os.environ, **spec["pip_env"]}
-        steps = [[str(venv / "bin" / "python"), "-m", "ensurepip", "--default-pip"],
-                 [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                  f"gunicorn=={spec['gunicorn']}"]]
-        for step in steps:
-            out = run(step, env=pip_env, capture=True)
-            if out.returncode != 0:
-                print(out.stdout[-3000:], file=sys.stderr)
-                return fail(f"could not add Gunicorn {spec['gunicorn']} to {venv}")
-        print(f"Gunicorn {spec['gunicorn']} added (not in the project's dependencies)")
 
     if spec.get("dotenv"):
         dotenv = project / ".env"
@@ -187,11 +293,12 @@ def build(spec: dict) -> int:
         dotenv.symlink_to(spec["dotenv"])
 
     # 4. As the app user: the project's build commands, static files and deploy checks. The
-    # release is the app's only while it builds.
-    chown_tree(release, spec["app"], skip={".venv"})
+    # release is the app's only while it builds, its .venv too: some static files finders write
+    # what they compile into their own package (django-simple-bulma's CSS).
+    chown_tree(release, spec["app"])
     for command in spec["build_commands"]:
-        out = as_app(spec, str(project), ["/bin/sh", "-ec", command], env=spec["build_env"],
-                     capture=True)
+        out = as_app(spec, str(project), ["/bin/sh", "-ec", command],
+                     env=build_env(spec["build_env"], venv), capture=True)
         if out.returncode != 0:
             print(out.stdout[-6000:], file=sys.stderr)
             return fail(f"build command {command!r} exited {out.returncode}")
@@ -219,6 +326,8 @@ def build(spec: dict) -> int:
         rel_db = inside(db, str(release))
         if rel_db:
             link_into_shared(release / rel_db, shared / "data" / Path(db).name)
+    for folder in paths.get("writable", []):
+        served_while_written(Path(folder), spec["web_group"])
     run(["chown", "-R", "-h", "root:root", str(release)])
     run(["chmod", "-R", "u+rwX,go+rX,go-w", str(release)])
     (project / PATHS).write_text(json.dumps(paths) + "\n")

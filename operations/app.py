@@ -15,7 +15,8 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
 
-from .common import FILES, TOOLS, JsonState, PathStates, config_file, env_prefix, render, sh
+from .common import (FILES, TOOLS, WEB_GROUP, JsonState, PathStates, config_file, env_prefix,
+                     render, sh)
 from .python_env import SYSTEM_CA_BUNDLE, tool_env
 from .project import Project, ProjectError, check_python, inspect, resolved
 from .settings import SECRET_ENV_VALUES, Settings
@@ -27,6 +28,7 @@ DERIVED_ENV = "names.env"  # the secret values under the names the project reads
 POETRY_CACHE = "/var/cache/djdeploy/poetry"
 STATIC_MANIFEST = "staticfiles.json"  # Django's ManifestStaticFilesStorage
 DEPLOY_DIR = ".djdeploy"  # the deploy's own files in a release, outside the project's packages
+PROJECT_GUNICORN_CONF = "project.gunicorn.conf.py"  # the project's own, kept in DEPLOY_DIR
 NPM_CACHE = "/var/cache/djdeploy/npm"  # one folder per app: <NPM_CACHE>-<app>
 
 # The commit a run deploys, per host: fixed for the rest of the run once known, so that the
@@ -463,16 +465,18 @@ def build_spec(s: Settings, project: Project, commit: str, rel: str) -> dict:
                        "POETRY_CONFIG_DIR": "/opt/poetry/config"},
         "pip_env": tool_env(s.package_index_url),
         "gunicorn": s.gunicorn_version,
+        "build_constraints": s.poetry_build_constraints,
         "build_commands": s.build_commands,
         "build_env": build_env,
         "collect": TOOLS["build"],
         "incoming": f".incoming-{commit[:12]}",
         "shared": lay.shared,
+        "web_group": WEB_GROUP,
         "dotenv": f"{s.config_dir}/dotenv" if s.dotenv else "",
     }
 
 
-def release_files(s: Settings, commit: str, rel: str):
+def release_files(s: Settings, commit: str, rel: str, found: Project | None):
     """The deploy's own files in a release: `gunicorn.conf.py` in the project root (runbook B8)
     and, outside the project's packages, the wrapper that answers /_djdeploy/ (health, version)."""
     lay = Layout(s)
@@ -482,8 +486,9 @@ def release_files(s: Settings, commit: str, rel: str):
                                   content=json.dumps(info, indent=1) + "\n")
     yield from config_file._inner(path=f"{rel}/{DEPLOY_DIR}/djdeploy_wsgi.py",
                                   content=(FILES / "djdeploy_wsgi.py").read_text())
+    own = f"{rel}/{DEPLOY_DIR}/{PROJECT_GUNICORN_CONF}" if found and found.gunicorn_conf else ""
     yield from config_file._inner(path=f"{project}/gunicorn.conf.py",
-                                  content=gunicorn_conf(s, commit, rel))
+                                  content=gunicorn_conf(s, commit, rel, own))
 
 
 @operation()
@@ -515,21 +520,28 @@ def release(s: Settings):
                f"rm -rf {sh(rel)} 2>/dev/null || {{ sleep 1; rm -rf {sh(rel)}; }}")
     yield sh("rm", "-rf", rel) + " && " + sh("mkdir", "-p", rel)
     yield from source_commands(s, commit, rel)
+    if project is not None and project.gunicorn_conf:
+        # The runbook's gunicorn.conf.py is the deploy's; the project's own is kept beside it
+        # and read first.
+        yield (sh("mkdir", "-p", f"{rel}/{DEPLOY_DIR}") + " && "
+               + sh("mv", f"{lay.project(rel)}/gunicorn.conf.py",
+                    f"{rel}/{DEPLOY_DIR}/{PROJECT_GUNICORN_CONF}"))
     if project is None:  # the preview of a first deploy: the source is not fetched yet
         yield sh(s.python_bin, TOOLS["release"], "build", f"{rel}/{DEPLOY_DIR}/build.json")
         return
-    yield from release_files(s, commit, rel)
+    yield from release_files(s, commit, rel, project)
     spec = f"{rel}/{DEPLOY_DIR}/build.json"
     yield from config_file._inner(path=spec, content=json.dumps(build_spec(s, project, commit, rel),
                                                                 indent=1) + "\n")
     yield sh(s.python_bin, TOOLS["release"], "build", spec)
 
 
-def gunicorn_conf(s: Settings, revision: str, rel: str) -> str:
+def gunicorn_conf(s: Settings, revision: str, rel: str, project_conf: str = "") -> str:
     """The release's `gunicorn.conf.py` (runbook B8): it belongs to the release it serves."""
     return render("gunicorn.conf.py.j2", app_name=s.app_name, revision=revision,
                   wsgi_app=s.wsgi_app, project=Layout(s).project(rel), workers=s.gunicorn_workers,
-                  timeout=s.gunicorn_timeout, wrapper=f"{rel}/{DEPLOY_DIR}/djdeploy_wsgi.py")
+                  timeout=s.gunicorn_timeout, wrapper=f"{rel}/{DEPLOY_DIR}/djdeploy_wsgi.py",
+                  project_conf=project_conf)
 
 
 class MigrationState(FactBase):

@@ -16,6 +16,8 @@ from pyinfra.api.util import format_text
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 FILES = ROOT / "files"
+# The group nginx runs as (Debian): it reads the static files and the app's sockets.
+WEB_GROUP = "www-data"
 # The scripts of files/ on the server (files/djdeploy_<name>.py), run by pyenv's Python or, for
 # `build`, by the release's own.
 TOOLS = {name: f"/usr/local/lib/djdeploy/{name}.py"

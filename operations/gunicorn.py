@@ -7,7 +7,8 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import operation
 
-from .app import COMPLETE, STATIC_MANIFEST, Layout, effective, release_files, target_commit
+from .app import (COMPLETE, STATIC_MANIFEST, Layout, effective, found_project, release_files,
+                  release_info, target_commit)
 from .common import TOOLS, JsonState, config_file, render, sh
 from .nginx import WEB_GROUP, apply_command, upstream_path
 from .settings import Settings
@@ -31,9 +32,13 @@ def units(s: Settings):
     """
     s = effective(s)
     lay = Layout(s)
+    # Besides data and media, what the project writes into while serving (django-compressor's
+    # folder in shared/static), as the release build found it.
+    writable = [p for p in (release_info(s).get("paths") or {}).get("writable", [])
+                if p.startswith(f"{lay.shared}/")]
     context = dict(app_name=s.app_name, base=lay.base, subdir=s.project_subdir,
                    env_files=lay.env_files(), timeout=s.gunicorn_timeout,
-                   postgresql=s.database == "postgresql", web_group=WEB_GROUP)
+                   postgresql=s.database == "postgresql", web_group=WEB_GROUP, writable=writable)
     paths = unit_paths(s)
     changed = False
     for kind, template in (("service", "gunicorn.service.j2"), ("socket", "gunicorn.socket.j2")):
@@ -64,7 +69,7 @@ def config(s: Settings, commit: str | None = None):
     if not commit:
         host.noop("written with the release")
         return
-    yield from release_files(effective(s, commit), commit, rel)
+    yield from release_files(effective(s, commit), commit, rel, found_project(s, commit))
 
 
 class Serving(JsonState):

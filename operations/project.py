@@ -4,6 +4,7 @@ Every value found can be overridden by a setting."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import posixpath
 import re
@@ -22,7 +23,10 @@ from .settings import Settings
 # Folders whose files are never the project's own (dependencies, build output, tests' fixtures).
 IGNORED_DIRS = {"node_modules", ".venv", "venv", "env", "site-packages", ".git", ".tox", "build",
                 "dist", "__pypackages__"}
-SETTINGS_ENV = re.compile(r"""["']DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z_][\w.]*)["']""")
+# setdefault("DJANGO_SETTINGS_MODULE", "m"), {"DJANGO_SETTINGS_MODULE": "m"} (a dict of
+# defaults) or environ["DJANGO_SETTINGS_MODULE"] = "m"
+SETTINGS_ENV = re.compile(
+    r"""["']DJANGO_SETTINGS_MODULE["']\s*(?:,|:|\]\s*=)\s*["']([A-Za-z_][\w.]*)["']""")
 WSGI_SETTING = re.compile(r"""^WSGI_APPLICATION\s*=\s*["']([A-Za-z_][\w.]*)["']""", re.M)
 STAR_IMPORT = re.compile(r"^from\s+(\.*[\w.]*)\s+import\s+\*", re.M)
 GUNICORN_DEP = re.compile(r"""^\s*["']?gunicorn\b""", re.I)
@@ -44,6 +48,7 @@ class Project:
     poetry_dir: str = ""  # folder of pyproject.toml: the project's folder or one above it
     python: str = ""  # the Python versions the project accepts, as it writes them
     gunicorn: bool = True  # Gunicorn is among the dependencies Poetry installs
+    gunicorn_conf: bool = False  # the project's folder has a gunicorn.conf.py of its own
     origin: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -55,6 +60,8 @@ class Project:
             parts.append(f"Python {self.python} ({self.origin.get('python', '')})")
         parts.append("Gunicorn from the project" if self.gunicorn
                      else "Gunicorn added by the deploy (not in the project's dependencies)")
+        if self.gunicorn_conf:
+            parts.append("its gunicorn.conf.py applies first, the deploy's settings over it")
         return "; ".join(parts)
 
 
@@ -294,6 +301,43 @@ def has_gunicorn(pyproject: str, groups: list[str], extras: list[str]) -> bool:
     return False
 
 
+def settings_of_wsgi_files(files: dict[str, str], subdir: str) -> tuple[str, str]:
+    """The settings module the project's wsgi.py files name, when they name one and the same,
+    and the first file that does (for a manage.py that names none)."""
+    prefix = f"{subdir}/" if subdir else ""
+    named: dict[str, str] = {}
+    for path in sorted(files):
+        if path.startswith(prefix) and posixpath.basename(path) == "wsgi.py":
+            if match := SETTINGS_ENV.search(files[path]):
+                named.setdefault(match.group(1), path)
+    return next(iter(named.items())) if len(named) == 1 else ("", "")
+
+
+def defines_nothing(source: str) -> bool:
+    """Whether a module's code is empty: nothing but comments and a docstring."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return False
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def check_not_empty_package(files: dict[str, str], subdir: str, module: str, origin: str,
+                            paths: list[str]) -> None:
+    """Stop when the settings module found is a package that defines nothing (its modules are
+    the settings, chosen by the environment where the project runs): name its modules."""
+    path = module_file(subdir, module, set(paths))
+    if not path or not path.endswith("/__init__.py") or not defines_nothing(files.get(path, "x")):
+        return
+    folder = posixpath.dirname(path)
+    modules = sorted(posixpath.basename(p)[:-3] for p in paths
+                     if posixpath.dirname(p) == folder and p.endswith(".py") and p != path)
+    example = next((m for m in modules if "prod" in m), modules[0] if modules else "production")
+    raise ProjectError(f"settings_module: {module} ({origin}) is a package that defines no "
+                       f"settings; its modules: {', '.join(modules) or 'none'}; set "
+                       f"settings_module to the one to serve, e.g. '{module}.{example}'")
+
+
 def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
     """The project from the repository's file list and the content of its candidate files."""
     origin = {}
@@ -308,10 +352,10 @@ def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
     if s.wsgi_app:
         wsgi_app, origin["wsgi_app"] = s.wsgi_app, "setting wsgi_app"
     else:
-        lookup = settings_module or from_manage
+        lookup = settings_module or from_manage or settings_of_wsgi_files(files, subdir)[0]
         if not lookup:
-            raise ProjectError("settings_module: manage.py names no DJANGO_SETTINGS_MODULE; set "
-                               "settings_module (and wsgi_app)")
+            raise ProjectError("settings_module: neither manage.py nor a wsgi.py names "
+                               "DJANGO_SETTINGS_MODULE; set settings_module (and wsgi_app)")
         wsgi_dotted = find_wsgi_setting(files, subdir, lookup, names) or ""
         if wsgi_dotted:
             wsgi_app, origin["wsgi_app"] = to_gunicorn(wsgi_dotted), f"WSGI_APPLICATION in {lookup}"
@@ -334,12 +378,15 @@ def find(paths: list[str], files: dict[str, str], s: Settings) -> Project:
             raise ProjectError("settings_module: neither manage.py nor the WSGI module names "
                                "DJANGO_SETTINGS_MODULE; set settings_module")
 
+    if not s.settings_module:
+        check_not_empty_package(files, subdir, settings_module, origin["settings_module"], paths)
     poetry_dir = find_poetry_dir(paths, subdir)
     pyproject = files.get(posixpath.join(poetry_dir, "pyproject.toml"), "")
     python, origin["python"] = python_constraint(pyproject)
     gunicorn = has_gunicorn(pyproject, s.poetry_groups, s.poetry_extras)
     return Project(subdir=subdir, settings_module=settings_module, wsgi_app=wsgi_app,
-                   poetry_dir=poetry_dir, python=python, gunicorn=gunicorn, origin=origin)
+                   poetry_dir=poetry_dir, python=python, gunicorn=gunicorn,
+                   gunicorn_conf=posixpath.join(subdir, "gunicorn.conf.py") in names, origin=origin)
 
 
 def find_poetry_dir(paths: list[str], subdir: str) -> str:

@@ -7,12 +7,13 @@ import getpass
 import json
 import os
 import socket
+import subprocess
 import time
 
 from pyinfra import host, logger
 from pyinfra.api import BaseStateCallback, FactBase, OperationError, operation
 
-from .app import MIGRATIONS, Layout, effective, needs_migrate, target_commit
+from .app import MIGRATIONS, Layout, found_project, needs_migrate, target_commit
 from .common import TOOLS, JsonState, sh
 from .settings import Settings
 
@@ -225,19 +226,37 @@ class UpdatePlan(JsonState):
     poetry.lock changes, and the migration files it adds.
     """
 
-    def command(self, mirror: str, old: str, new: str, subdir: str) -> str:
+    def command(self, mirror: str, old: str, new: str, subdir: str, poetry_dir: str) -> str:
         g = f"git -C {sh(mirror)}"
         prefix = f"{subdir}/" if subdir else ""
+        lock = f"{poetry_dir}/poetry.lock" if poetry_dir else "poetry.lock"
         return (
             f"[ -d {sh(mirror)} ] || {{ echo '{{}}'; exit 0; }}; "
             f"subj() {{ {g} log -1 --format=%s \"$1\" 2>/dev/null | sed 's/\\\\/\\\\\\\\/g; s/\"/\\\\\"/g'; }}; "
             f"n=$({g} rev-list --count {sh(old)}..{sh(new)} 2>/dev/null || echo '?'); "
-            f"{g} diff --quiet {sh(old)} {sh(new)} -- {sh(prefix + 'poetry.lock')} 2>/dev/null && lock=false || lock=true; "
+            f"{g} diff --quiet {sh(old)} {sh(new)} -- {sh(lock)} 2>/dev/null && lock=false || lock=true; "
             f"mig=$({g} diff --name-only --diff-filter=A {sh(old)} {sh(new)} -- "
             f"{sh(prefix + '*/migrations/0*.py')} 2>/dev/null | sed 's/.*/\"&\"/' | paste -sd, -); "
             "printf '{\"old\":\"%s\",\"new\":\"%s\",\"commits\":\"%s\",\"lock_changes\":%s,\"migrations\":[%s]}\\n' "
             f"\"$(subj {sh(old)})\" \"$(subj {sh(new)})\" \"$n\" \"$lock\" \"$mig\""
         )
+
+
+def update_plan(s: Settings, old: str, new: str) -> dict:
+    """The UpdatePlan of the repository the run deploys from: the server's mirror (`git`
+    mode) or the controller's checkout (`upload` mode), by the same command."""
+    try:
+        project = found_project(s, new)
+    except OperationError:  # said by the project check that follows
+        project = None
+    args = {"old": old, "new": new, "subdir": project.subdir if project else "",
+            "poetry_dir": project.poetry_dir if project else ""}
+    if s.source_mode == "git":
+        return host.get_fact(UpdatePlan, mirror=Layout(s).mirror, **args)
+    fact = UpdatePlan()
+    out = subprocess.run(fact.command(mirror=s.repo_url, **args), shell=True, capture_output=True,
+                         text=True)
+    return fact.process(out.stdout.splitlines())
 
 
 def describe(s: Settings, old: str, new: str | None) -> None:
@@ -248,8 +267,7 @@ def describe(s: Settings, old: str, new: str | None) -> None:
     if old == new:
         logger.info(f"{host.name}: {s.revision} = {new[:12]} already serves; nothing to update")
         return
-    plan = host.get_fact(UpdatePlan, mirror=Layout(s).mirror, old=old or new, new=new,
-                         subdir=effective(s).project_subdir) if s.source_mode == "git" else {}
+    plan = update_plan(s, old or new, new)
     migrations = ", ".join(m.rsplit("/", 1)[-1] for m in plan.get("migrations", [])) or "none"
     logger.info(
         f"{host.name}: update {old[:12] or '(nothing deployed)'} {plan.get('old', '')!r} -> "

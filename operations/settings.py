@@ -21,6 +21,7 @@ SSH_TARGET_RE = re.compile(r"^([a-z_][a-z0-9_-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9.-]
 CALENDAR_RE = re.compile(r"^[A-Za-z0-9*:,./~ -]+$")
 # An IPv4/IPv6 address or network.
 ADDRESS_RE = re.compile(r"^[0-9A-Fa-f.:]+(/\d{1,3})?$")
+PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class SettingsError(ValueError):
@@ -56,6 +57,13 @@ def _every(pattern: re.Pattern) -> Callable[[Any], bool]:
 
 def _env_mapping(values: dict) -> bool:
     return all(ENV_NAME_RE.match(k) and isinstance(v, (str, int)) for k, v in values.items())
+
+
+def _build_constraints(value: dict) -> bool:
+    return all(PACKAGE_RE.match(package) and isinstance(tools, dict) and tools
+               and all(PACKAGE_RE.match(tool) and isinstance(version, str) and version.strip()
+                       for tool, version in tools.items())
+               for package, tools in value.items())
 
 
 def _not_blank(value: str) -> bool:
@@ -126,6 +134,14 @@ SCHEMA: tuple[Setting, ...] = (
             kind=list, allowed="a list of group names", check=_every(ENV_NAME_RE)),
     Setting("poetry_extras", [], "Poetry extras to install (some projects keep gunicorn in an extra).",
             kind=list, allowed="a list of extra names", check=_every(re.compile(r"^[A-Za-z0-9_.-]+$"))),
+    Setting("poetry_build_constraints", {}, "Build tools' versions for dependencies Poetry "
+            "builds from source, for an older lock whose packages no longer build with today's "
+            "tools: a mapping of package to a mapping of build requirement to version, e.g. "
+            "`pyyaml: {cython: \"<3.0\"}`. Put into the release's `pyproject.toml` as "
+            "`[tool.poetry.build-constraints]` (not part of the lock's hash; the repository is "
+            "untouched).",
+            kind=dict, allowed="a mapping of package name to a mapping of build requirement to "
+            "version constraint", check=_build_constraints),
     Setting("env_names", {}, "Environment variable names under which the app gets the deploy's "
             "values, for projects that read other names: a mapping of value to a name or list of "
             "names, e.g. `secret_key: DJANGO_SECRET_KEY`. Values: " + ", ".join(f"`{k}`" for k in ENV_VALUES)

@@ -140,6 +140,11 @@ def check_layout(sb, app: str, folder: str, first: Run) -> None:
         assert (got.status, got.body) == (200, "uploaded\n")
         # Static files are collected inside the release, which the app cannot change.
         assert sh(sb, SERVER, f"runuser -u {app} -- touch {current}/staticfiles/x", ok=False).returncode != 0
+        # The project's own gunicorn.conf.py is read first: its hook ran, the deploy's socket won.
+        assert "its gunicorn.conf.py applies first" in first.output, first.explain()
+        journal = sh(sb, SERVER, f"journalctl --no-pager -u '{app}@*'").stdout
+        assert "newsroom: workers ready" in journal, journal[-3000:]
+        assert "0.0.0.0:8000" not in journal
     elif folder == "b_settings_package":
         assert sh(sb, SERVER, f"readlink {current}/.env").stdout.strip() == f"/etc/{app}/dotenv"
         mode = sh(sb, SERVER, f"stat -L -c '%U:%G %a' {current}/.env").stdout.strip()

@@ -218,7 +218,9 @@ def test_app_that_does_not_import_keeps_the_old_release(sb, upd, runner, commits
 def test_unhealthy_release_keeps_the_old_release(sb, upd, runner, commits):
     before = current(sb)
     slot = live_slot(sb)
-    run = update(runner, "badhealth", health_timeout=15)
+    # The project's own health URL gates the switch when health_check_path names it (the
+    # deploy's own check answers before the project's views).
+    run = update(runner, "badhealth", health_timeout=15, health_check_path="/healthz/")
     assert run.returncode != 0, run.explain()
     assert "health check failed" in run.output and "500" in run.output, run.explain()
     assert_a_serves(sb, upd, commits, before)

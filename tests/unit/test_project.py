@@ -28,7 +28,7 @@ def test_startproject_layout():
         "pyproject.toml": POETRY,
     })
     assert (found.subdir, found.settings_module, found.wsgi_app) == ("", "mysite.settings", "mysite.wsgi:application")
-    assert found.python == "^3.10" and found.gunicorn
+    assert found.python == "^3.10" and found.gunicorn and not found.gunicorn_conf
 
 
 def test_settings_package_serves_what_wsgi_py_says():
@@ -55,9 +55,60 @@ def test_manage_py_in_a_subfolder_and_pyproject_at_the_root():
         "src/shopsite/settings.py": "ROOT_URLCONF = 'shopsite.urls'\n",  # no WSGI_APPLICATION
         "src/shopsite/wsgi.py": WSGI.format("shopsite.settings"),
         "node_modules/x/manage.py": "",
+        "gunicorn.conf.py": "",
     })
     assert (found.subdir, found.poetry_dir) == ("src", "")
     assert found.wsgi_app == "shopsite.wsgi:application"
+    assert not found.gunicorn_conf  # the root's is not the project folder's
+
+
+def test_a_gunicorn_conf_of_the_projects_own_is_said():
+    found = project({
+        "manage.py": MANAGE.format("mysite.settings"),
+        "mysite/settings.py": 'WSGI_APPLICATION = "mysite.wsgi.application"\n',
+        "gunicorn.conf.py": "timeout = 120\n",
+        "pyproject.toml": POETRY,
+    })
+    assert found.gunicorn_conf and "its gunicorn.conf.py applies first" in found.describe()
+
+
+@pytest.mark.parametrize("manage", [
+    # a dict of defaults the script sets one by one
+    'import os\nDEFAULTS = {\n    "DJANGO_SETTINGS_MODULE": "portal.settings",\n    "X": "1",\n}\n'
+    'for k, v in DEFAULTS.items():\n    os.environ.setdefault(k, v)\n',
+    'import os\nos.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"\n',
+    # a manage.py that leaves it to the environment: wsgi.py names it
+    "import sys\nfrom django.core.management import execute_from_command_line\n",
+], ids=["dict_of_defaults", "assignment", "only_wsgi_py"])
+def test_settings_module_named_other_ways(manage):
+    found = project({
+        "manage.py": manage,
+        "portal/settings.py": "DEBUG = False\n",  # no WSGI_APPLICATION
+        "portal/wsgi.py": WSGI.format("portal.settings"),
+        "pyproject.toml": POETRY,
+    })
+    assert (found.settings_module, found.wsgi_app) == ("portal.settings", "portal.wsgi:application")
+
+
+def test_an_empty_settings_package_names_its_modules():
+    """The environment chooses the module where the project runs (DJANGO_SETTINGS_MODULE)."""
+    files = {
+        "manage.py": MANAGE.format("site.settings"),
+        "site/settings/__init__.py": '"""Settings: pick one with DJANGO_SETTINGS_MODULE."""\n# none here\n',
+        "site/settings/base.py": 'WSGI_APPLICATION = "site.wsgi.application"\n',
+        "site/settings/dev.py": "from .base import *\n",
+        "site/settings/production.py": "from .base import *\n",
+        "site/wsgi.py": "from django.core.wsgi import get_wsgi_application\n",
+        "pyproject.toml": POETRY,
+    }
+    with pytest.raises(ProjectError) as error:
+        project(files)
+    assert "base, dev, production" in str(error.value)
+    assert "settings_module" in str(error.value) and "'site.settings.production'" in str(error.value)
+    assert project(files, settings_module="site.settings.production").wsgi_app == "site.wsgi:application"
+    # A package that chooses for itself is used as it is.
+    files["site/settings/__init__.py"] = "from .production import *\n"
+    assert project(files).settings_module == "site.settings"
 
 
 def test_settings_win_over_what_is_found():

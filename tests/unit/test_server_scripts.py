@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import grp
 import os
+import pwd
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,64 @@ def test_a_failed_build_names_the_debian_package(output, packages):
     assert release.hints(output) == packages
 
 
+def test_a_failed_poetry_install_names_the_dependencies_that_did_not_build():
+    output = "\n".join([
+        "  - Installing oldpkg (1.0)",
+        "PEP517 build of a dependency failed",
+        "",
+        "    | Traceback (most recent call last):",
+        "    | ImportError: cannot import name 'gone' from 'setuptools'",
+        "",
+        "Note: This error originates from the build backend, and is likely not a problem with "
+        "poetry but one of the following issues with oldpkg (1.0)",
+        "  - not supporting PEP 517 builds",
+        "    | AttributeError: 'build_ext' object has no attribute 'x'",
+        "Note: ... one of the following issues with other-pkg (5.4.1)",
+        "warning: a long build log of a package that built fine",
+    ])
+    assert release.failed_builds(output) == [
+        "oldpkg 1.0: ImportError: cannot import name 'gone' from 'setuptools'",
+        "other-pkg 5.4.1: AttributeError: 'build_ext' object has no attribute 'x'",
+    ]
+    assert release.failed_builds("Installing dependencies from lock file\nok") == []
+
+
+def test_what_the_deploy_adds_to_the_venv_poetry_filled(tmp_path):
+    venv = tmp_path / ".venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (venv / "bin").mkdir(parents=True)
+    (site / "countries").mkdir(parents=True)
+    (site / "countries" / "fields.py").write_text("import os\nimport pkg_resources\n")
+    (site / "careful.py").write_text("try:\n    import pkg_resources\nexcept ImportError:\n    pass\n")
+    assert release.pkg_resources_importers(venv) == ["countries"]  # a guarded import needs nothing
+    adds = release.missing(venv)
+    assert set(adds) == {"gunicorn", "setuptools"} and "countries" in adds["setuptools"]
+    (venv / "bin" / "gunicorn").write_text("")
+    (site / "setuptools").mkdir()
+    assert release.missing(venv) == {}
+    # Nothing asks for pkg_resources: the venv stays what the lock says.
+    (site / "setuptools").rmdir()
+    (site / "countries" / "fields.py").write_text("import os\n")
+    assert release.missing(venv) == {}
+
+
+def test_build_commands_find_the_releases_python_first(tmp_path):
+    venv = tmp_path / ".venv"
+    env = release.build_env({"HOME": "/var/cache/x"}, venv)
+    assert env["PATH"].split(":")[0] == f"{venv}/bin" and "/usr/bin" in env["PATH"].split(":")
+    assert env["VIRTUAL_ENV"] == str(venv) and env["HOME"] == "/var/cache/x"
+
+
+def test_build_constraints_become_the_table_poetry_reads():
+    pyproject = '[tool.poetry]\nname = "x"\n[tool.poetry.dependencies]\npython = "^3.8"\n'
+    text = pyproject + release.build_constraints_toml(
+        {"pyyaml": {"cython": "<3.0"}, "django-allauth": {"setuptools": "<70", "wheel": "<1"}})
+    data = tomllib.loads(text)
+    assert data["tool"]["poetry"]["build-constraints"] == {
+        "pyyaml": {"cython": "<3.0"}, "django-allauth": {"setuptools": "<70", "wheel": "<1"}}
+    assert data["tool"]["poetry"]["dependencies"] == {"python": "^3.8"}
+
+
 def test_migration_digest_follows_migration_files_only(tmp_path):
     (tmp_path / "shop/migrations").mkdir(parents=True)
     (tmp_path / "shop/migrations/0001_initial.py").write_text("a")
@@ -56,6 +117,36 @@ def test_inside():
     assert release.inside("/srv/a/releases/x/staticfiles", "/srv/a/releases/x") == "staticfiles"
     assert release.inside("/srv/a/shared/static", "/srv/a/releases/x") is None
     assert release.inside("/srv/a/releases/xy", "/srv/a/releases/x") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes owners")
+def test_the_release_is_the_apps_while_it_builds_its_venv_too(tmp_path):
+    """Some static files finders write into their own package in the .venv during collectstatic."""
+    release_dir = tmp_path / "rel"
+    package = release_dir / ".venv" / "lib" / "site-packages" / "finder"
+    package.mkdir(parents=True)
+    (package / "compiled.css").write_text("")
+    outside = tmp_path / "outside"
+    outside.write_text("")
+    (release_dir / "link").symlink_to(outside)
+    release.chown_tree(release_dir, "nobody")
+    owners = {p.lstat().st_uid for p in [release_dir, *release_dir.rglob("*")]}
+    assert owners == {pwd.getpwnam("nobody").pw_uid}
+    assert outside.stat().st_uid == 0  # a link's target is left alone
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changes groups")
+def test_what_the_app_writes_while_serving_nginx_can_read(tmp_path):
+    cache = tmp_path / "static" / "CACHE"
+    (cache / "css").mkdir(parents=True)
+    (cache / "css" / "old.css").write_text("")
+    release.served_while_written(cache, "www-data")
+    www = grp.getgrnam("www-data").gr_gid
+    assert (cache.stat().st_gid, cache.stat().st_mode & 0o7777) == (www, 0o2750)
+    assert ((cache / "css").stat().st_mode & 0o7777) == 0o2750
+    assert ((cache / "css" / "old.css").stat().st_gid, (cache / "css" / "old.css").stat().st_mode & 0o777) == (www, 0o640)
+    (cache / "js").mkdir()  # made later, by the app: the group is passed on
+    assert (cache / "js").stat().st_gid == www
 
 
 def test_data_kept_in_the_release_moves_to_shared_once(tmp_path):

@@ -35,6 +35,8 @@ def test_defaults_are_the_runbook():
     ({"server_names": ["*.example.com"]}, "server_names:"),
     ({"keep_releases": 1}, "keep_releases: 1 is not allowed"),
     ({"env": {"BAD NAME": "x"}}, "env:"),
+    ({"poetry_build_constraints": {"pyyaml": "<3"}}, "poetry_build_constraints: {'pyyaml': '<3'} is not allowed; "
+     "allowed: a mapping of package name to a mapping of build requirement to version constraint"),
 ])
 def test_bad_values_name_the_setting_and_what_is_allowed(data, message):
     with pytest.raises(SettingsError) as error:

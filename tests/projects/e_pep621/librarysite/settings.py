@@ -64,9 +64,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "public" / "static"
+# Relative to where the site runs (manage.py's folder), as Django takes them.
+STATIC_ROOT = "public/static"
 MEDIA_URL = "/media/"
-MEDIA_ROOT = BASE_DIR / "public" / "media"
+MEDIA_ROOT = "public/media"
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
