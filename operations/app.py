@@ -15,7 +15,7 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
 
-from .common import FILES, TOOLS, JsonState, PathStates, config_file, env_prefix, render, sh
+from .common import FILES, JsonState, PathStates, Stop, TOOLS, config_file, env_prefix, render, sh
 from .python_env import SYSTEM_CA_BUNDLE, tool_env
 from .project import Project, ProjectError, check_python, inspect, resolved
 from .settings import SECRET_ENV_VALUES, Settings
@@ -168,7 +168,7 @@ def planned_commit(s: Settings) -> str | None:
     try:
         return target_commit(s)
     except OperationError as error:
-        raise SystemExit(f"{host.name}: {error}") from None
+        raise Stop(f"{host.name}: {error}") from None
 
 
 def found_project(s: Settings, commit: str | None = None) -> Project | None:
@@ -193,7 +193,7 @@ def planned_project(s: Settings) -> Project | None:
         if project is not None:
             check_python(project, s.python_version)
     except (OperationError, ProjectError) as error:
-        raise SystemExit(f"{host.name}: {error}") from None
+        raise Stop(f"{host.name}: {error}") from None
     if project is None:
         logger.info(f"{host.name}: project: found once the repository is fetched")
     else:

@@ -49,7 +49,7 @@ class Server:
     http_url: str
     https_url: str
     image: str = ""
-    role: str = "app"  # "app", or "backup": the inventory makes it a backup server
+    roles: tuple[str, ...] = ("app",)  # app, db, lb, backup: its roles in the inventory
     failed_units: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -107,6 +107,18 @@ def _tar_bytes(entries: list[tuple[str, bytes | None, int, int]]) -> bytes:
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
     return buf.getvalue()
+
+
+def role_names(roles: list[str]) -> dict[str, tuple[str, ...]]:
+    """One server per role given, named after its role and its rank: lb,app,app -> lb-1,
+    app-1, app-2 (a role may also be a combination such as app+db)."""
+    plan: dict[str, tuple[str, ...]] = {}
+    counts: dict[str, int] = {}
+    for role in roles:
+        parts = tuple(role.split("+"))
+        counts[role] = counts.get(role, 0) + 1
+        plan[f"{role.replace('+', '-')}-{counts[role]}"] = parts
+    return plan
 
 
 class Sandbox:
@@ -201,7 +213,7 @@ class Sandbox:
             http_url=f"http://{LOOPBACK}:{http_port}",
             https_url=f"https://{LOOPBACK}:{https_port}",
             image=labels.get(f"{LABEL}.image", ""),
-            role=labels.get(f"{LABEL}.role", "app"),
+            roles=tuple((labels.get(f"{LABEL}.roles") or "app").split(",")),
         )
 
     def gateway(self) -> str:
@@ -233,7 +245,7 @@ class Sandbox:
     def server(self, name: str) -> Server:
         return self._server_from(self._container(name))
 
-    def _create(self, name: str, os_name: str, image: str | None, role: str = "app"):
+    def _create(self, name: str, os_name: str, image: str | None, roles: tuple[str, ...]):
         if os_name not in SUITES:
             raise SandboxError(f"unknown os {os_name!r}: choose one of {', '.join(SUITES)}")
         cname = self.container_name(name)
@@ -270,7 +282,7 @@ class Sandbox:
                 f"{LABEL}.name": name,
                 f"{LABEL}.os": os_name,
                 f"{LABEL}.image": image,
-                f"{LABEL}.role": role,
+                f"{LABEL}.roles": ",".join(roles),
                 **{f"{LABEL}.port{p}": str(hp) for p, hp in ports.items()},
             },
         )
@@ -286,9 +298,9 @@ class Sandbox:
         return container
 
     def _create_and_start(self, name: str, os_name: str, image: str | None,
-                          role: str = "app") -> None:
+                          roles: tuple[str, ...] = ("app",)) -> None:
         for attempt in range(3):
-            container = self._create(name, os_name, image, role)
+            container = self._create(name, os_name, image, roles)
             try:
                 container.start()
                 return
@@ -305,11 +317,11 @@ class Sandbox:
                 raise SandboxError(f"{name}: update-ca-certificates failed: {res.stderr}")
 
     def add_server(self, name: str, os: str = "debian12", image: str | None = None,
-                   role: str = "app") -> Server:
-        """Create and boot one server from the base image (or a snapshot image); `role`
-        "backup" makes it a backup server of the inventory."""
+                   roles: tuple[str, ...] = ("app",)) -> Server:
+        """Create and boot one server from the base image (or a snapshot image), with its roles
+        in the inventory (app, db, lb, backup)."""
         self.log(f"starting {name} ({os})")
-        self._create_and_start(name, os, image, role)
+        self._create_and_start(name, os, image, tuple(roles))
         self._wait_ready(name)
         self._after_boot(name)
         # The source server listens on the container network's gateway, which exists only
@@ -317,9 +329,13 @@ class Sandbox:
         self.source.info()
         return self.server(name)
 
-    def up(self, servers: int = 1, os: str = "debian12") -> list[Server]:
-        """Make sure servers sandbox-1..N run (keeps existing ones) and the source server."""
-        names = [f"sandbox-{i}" for i in range(1, servers + 1)]
+    def up(self, servers: int = 1, os: str = "debian12",
+           roles: list[str] | None = None) -> list[Server]:
+        """Make sure servers sandbox-1..N run (keeps existing ones), or with `roles` (e.g.
+        lb, db, app, app) one server per role named after it (lb-1, db-1, app-1, app-2), and
+        the source server."""
+        plan = role_names(roles) if roles else {f"sandbox-{i}": ("app",) for i in range(1, servers + 1)}
+        names = list(plan)
         existing = {s.name: s for s in self.servers()}
         for name in names:
             if name in existing and existing[name].os != os:
@@ -333,7 +349,7 @@ class Sandbox:
                 continue
             self.log(f"starting {name} ({os})")
             if name not in existing:
-                self._create_and_start(name, os, None)
+                self._create_and_start(name, os, None, plan[name])
                 created.append(name)
             else:
                 self._container(name).start()
