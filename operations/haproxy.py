@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
-from pyinfra.api import OperationError, operation
+from pyinfra.api import FactBase, OperationError, operation
 
 from .common import FileDigests, PathStates, config_file, render, sh
 from .roles import address_of
@@ -16,6 +16,18 @@ from .settings import Settings
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 CERTS = "/etc/haproxy/certs"
+
+
+class ConfigHeader(FactBase):
+    """
+    The first line of a configuration file (empty when there is none).
+    """
+
+    def command(self, path: str) -> str:
+        return f"head -n 1 {sh(path)} 2>/dev/null || true"
+
+    def process(self, output):
+        return output[0] if output else ""
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,15 @@ def balancer(s: Settings, backends: list[Backend]):
     if have.get("sha256") == hashlib.sha256(content.encode()).hexdigest():
         host.noop("HAProxy's configuration is up to date")
         return
+    # Debian's own configuration, replaced the first time, is restarted away (a reload keeps
+    # its runtime socket as it was); the deploy's own is reloaded gracefully.
+    ours = host.get_fact(ConfigHeader, path=CONFIG).startswith("# HAProxy in front of")
+    apply = "systemctl reload haproxy" if ours else "systemctl restart haproxy"
     new = f"{CONFIG}.djdeploy-new"
     yield from config_file._inner(path=new, content=content)
     yield (f"if haproxy -c -q -f {sh(new)}; then mv -f {sh(new)} {CONFIG} && "
            "systemctl enable -q haproxy && "
-           "if systemctl is-active -q haproxy; then systemctl reload haproxy; "
+           f"if systemctl is-active -q haproxy; then {apply}; "
            "else systemctl start haproxy; fi; "
            f"else haproxy -c -f {sh(new)} >&2; rm -f {sh(new)}; "
            "echo 'HAProxy rejected the new configuration; the working one stays' >&2; exit 1; fi")

@@ -40,6 +40,7 @@ def _sandbox_hosts() -> tuple[list[tuple[str, dict]], dict]:
             "roles": list(server.roles),
             "private_address": server.address or server.name,
             "server_names": ["localhost", "127.0.0.1", server.name],
+            **server.settings,
         })
         for server in servers
     ]

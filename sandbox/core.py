@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -50,6 +51,7 @@ class Server:
     https_url: str
     image: str = ""
     roles: tuple[str, ...] = ("app",)  # app, db, lb, backup: its roles in the inventory
+    settings: dict = field(default_factory=dict)  # its own deploy settings, as in SERVERS
     failed_units: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -214,6 +216,7 @@ class Sandbox:
             https_url=f"https://{LOOPBACK}:{https_port}",
             image=labels.get(f"{LABEL}.image", ""),
             roles=tuple((labels.get(f"{LABEL}.roles") or "app").split(",")),
+            settings=json.loads(labels.get(f"{LABEL}.settings") or "{}"),
         )
 
     def gateway(self) -> str:
@@ -245,7 +248,8 @@ class Sandbox:
     def server(self, name: str) -> Server:
         return self._server_from(self._container(name))
 
-    def _create(self, name: str, os_name: str, image: str | None, roles: tuple[str, ...]):
+    def _create(self, name: str, os_name: str, image: str | None, roles: tuple[str, ...],
+                settings: dict | None = None):
         if os_name not in SUITES:
             raise SandboxError(f"unknown os {os_name!r}: choose one of {', '.join(SUITES)}")
         cname = self.container_name(name)
@@ -283,6 +287,7 @@ class Sandbox:
                 f"{LABEL}.os": os_name,
                 f"{LABEL}.image": image,
                 f"{LABEL}.roles": ",".join(roles),
+                f"{LABEL}.settings": json.dumps(settings or {}),
                 **{f"{LABEL}.port{p}": str(hp) for p, hp in ports.items()},
             },
         )
@@ -298,9 +303,9 @@ class Sandbox:
         return container
 
     def _create_and_start(self, name: str, os_name: str, image: str | None,
-                          roles: tuple[str, ...] = ("app",)) -> None:
+                          roles: tuple[str, ...] = ("app",), settings: dict | None = None) -> None:
         for attempt in range(3):
-            container = self._create(name, os_name, image, roles)
+            container = self._create(name, os_name, image, roles, settings)
             try:
                 container.start()
                 return
@@ -317,11 +322,12 @@ class Sandbox:
                 raise SandboxError(f"{name}: update-ca-certificates failed: {res.stderr}")
 
     def add_server(self, name: str, os: str = "debian12", image: str | None = None,
-                   roles: tuple[str, ...] = ("app",)) -> Server:
+                   roles: tuple[str, ...] = ("app",), settings: dict | None = None) -> Server:
         """Create and boot one server from the base image (or a snapshot image), with its roles
-        in the inventory (app, db, lb, backup)."""
+        in the inventory (app, db, lb, backup) and settings of its own (they win over the
+        shared ones, as in inventory.py's SERVERS)."""
         self.log(f"starting {name} ({os})")
-        self._create_and_start(name, os, image, tuple(roles))
+        self._create_and_start(name, os, image, tuple(roles), settings)
         self._wait_ready(name)
         self._after_boot(name)
         # The source server listens on the container network's gateway, which exists only
