@@ -321,6 +321,13 @@ def environment(s: Settings):
     variables = {"DJANGO_SETTINGS_MODULE": s.settings_module}
     for key, value in app_values(s).items():
         variables.update({name: value for name in s.env_names_of(key)})
+    if s.database_server:
+        # libpq's own settings, for every way a project connects (a URL or its parts): the
+        # fleet's database only over TLS, and a dead one noticed within seconds.
+        variables["PGSSLMODE"] = "verify-full" if s.database_tls_ca else "require"
+        if s.database_tls_ca:
+            variables["PGSSLROOTCERT"] = f"{s.config_dir}/database-ca.crt"
+        variables["PGCONNECT_TIMEOUT"] = "5"
     variables.update({k: str(v) for k, v in s.env.items()})
     yield from config_file._inner(
         path=f"{s.config_dir}/app.env", content=render("app.env.j2", app_name=s.app_name,

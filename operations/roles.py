@@ -99,8 +99,12 @@ class Fleet:
     def settings_for(self, host, s: Settings) -> Settings:
         """The settings as this server applies them: an app server behind the load balancer
         leaves TLS to it and answers it only."""
-        if is_app_server(host) and self.lb is not None:
-            return replace(s, balancers=tuple(self.lb_addresses()))
+        if not is_app_server(host):
+            return s
+        if self.lb is not None:
+            s = replace(s, balancers=tuple(self.lb_addresses()))
+        if self.db is not None:
+            s = replace(s, database_server=address_of(self.db))
         return s
 
     def app_addresses(self) -> list[str]:

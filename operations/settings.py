@@ -307,6 +307,8 @@ class Settings:
     # The load balancers in front of this app server (a fleet): they end TLS, and nginx here
     # answers them only.
     balancers: tuple[str, ...] = ()
+    # The fleet's database server this app server connects to (its private address).
+    database_server: str = ""
 
     def __repr__(self) -> str:
         shown = {k: ("(hidden)" if BY_NAME[k].secret and v else v) for k, v in self.values.items()}

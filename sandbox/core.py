@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import ipaddress
 import json
 import os
 import socket
@@ -14,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import docker.errors
+from docker.types import EndpointConfig
 
 from .engine import Engine, connect
 from .errors import SandboxError
@@ -272,6 +275,7 @@ class Sandbox:
                 raise SandboxError(f"port {LOOPBACK}:{host_port} for {name}:{p} is in use")
         container = self.client.containers.create(
             image,
+            **self._fixed_address(name),
             command=["/sbin/init"],
             name=cname,
             hostname=name,
@@ -301,6 +305,29 @@ class Sandbox:
                             0o644, 0))
         container.put_archive("/", _tar_bytes(entries))
         return container
+
+    def _fixed_address(self, name: str) -> dict:
+        """Network arguments that give the server the same address at every boot, as a real
+        server keeps its own (the fleet's servers know each other by address). Podman allows
+        it on its default network; an engine that does not gets none (an address per boot)."""
+        if self.engine.kind != "podman":
+            return {}
+        try:
+            subnet = self.client.networks.get("podman").attrs["IPAM"]["Config"][0]["Subnet"]
+        except (docker.errors.APIError, KeyError, IndexError):
+            return {}
+        network = ipaddress.ip_network(subnet)
+        used = {net.get("IPAddress") for c in self.client.containers.list(all=True)
+                for net in (c.attrs.get("NetworkSettings", {}).get("Networks") or {}).values()}
+        # Far above where the engine hands out addresses itself, picked from the name.
+        seed = int(hashlib.sha256(self.container_name(name).encode()).hexdigest(), 16)
+        span = max(network.num_addresses // 2 - 2, 1)
+        for i in range(256):
+            address = str(network[network.num_addresses // 2 + (seed + i) % span])
+            if address not in used:
+                return {"network": "podman", "networking_config": {
+                    "podman": EndpointConfig(version=self.client.api._version, ipv4_address=address)}}
+        return {}
 
     def _create_and_start(self, name: str, os_name: str, image: str | None,
                           roles: tuple[str, ...] = ("app",), settings: dict | None = None) -> None:
