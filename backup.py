@@ -7,14 +7,17 @@ borg on the server and on the backup server, each copy verified, then the retent
 Each server's backup name is printed; restore.py takes it (or the latest).
 """
 
-from pyinfra import host
+from pyinfra import host, state
 
 from operations import backup, roles, system
+from operations.common import Stop
 from operations.settings import from_host
 
 s = from_host(host)
+fleet = roles.fleet_of(state, s)
+s = fleet.settings_for(host, s)
 if roles.takes_backups(host, s):
     system.tools(name="The deploy's scripts: health gate, release build, backup")
     backup.now(name="Back up the database and media now, verified, off-server copy", s=s)
 elif roles.is_app_server(host):
-    raise SystemExit(f"{host.name}: backups are off (backups: false)")
+    raise Stop(f"{host.name}: backups are off (backups: false)")

@@ -1,15 +1,24 @@
 """The servers to deploy to, and their settings.
 
-Leave SERVERS empty to use the local test servers (`python -m sandbox up`). For real servers,
-list them below; every setting and its default is in README.md ("Settings").
+Leave SERVERS empty to use the local test servers (`python -m sandbox up`, or
+`python -m sandbox up --roles lb,db,app,app` for a fleet). For real servers, list them below;
+every setting and its default is in README.md ("Settings").
 """
 
-from operations.inventory import backup_hosts, hosts
+from operations.inventory import groups
 
-# Your servers: a name or address, and how pyinfra logs in (a user that may sudo).
+# Your servers: a name or address, how pyinfra logs in (a user that may sudo) and, for several
+# servers, what each does (`roles`: app, db, lb, backup; without: app, the one-server layout)
+# and the address the others reach it at (`private_address`; default: its name).
 SERVERS = [
     # ("app1.example.internal", {"ssh_user": "deploy"}),
-    # ("app2.example.internal", {"ssh_user": "deploy", "ssh_port": 2222}),
+    #
+    # A fleet: a load balancer, a database server, two app servers, a backup server.
+    # ("lb1.example.internal", {"roles": ["lb"]}),
+    # ("db1.example.internal", {"roles": ["db"], "private_address": "10.0.0.5"}),
+    # ("app1.example.internal", {"roles": ["app"], "private_address": "10.0.0.11"}),
+    # ("app2.example.internal", {"roles": ["app"], "private_address": "10.0.0.12"}),
+    # ("backup1.example.internal", {"roles": ["backup"]}),
 ]
 
 # Settings for all servers; a value in a server's own dict above wins.
@@ -20,11 +29,8 @@ SETTINGS = {
     # "database": "postgresql",
 }
 
-# Backup servers (optional): deploy.py sets them up to keep the site's backups; point the
-# app servers at one with the `backup_server` and `backup_ssh_key` settings.
-BACKUP_SERVERS = [
-    # ("backup1.example.internal", {"ssh_user": "deploy"}),
-]
-
-app_servers = hosts(SERVERS, SETTINGS)
-backup_servers = backup_hosts(BACKUP_SERVERS, SERVERS, SETTINGS)
+_groups = groups(SERVERS, SETTINGS)
+app_servers = _groups["app_servers"]
+db_servers = _groups["db_servers"]
+lb_servers = _groups["lb_servers"]
+backup_servers = _groups["backup_servers"]

@@ -15,25 +15,28 @@ shared/backups/media-before-restore).
 from pyinfra import host, logger, state
 
 from operations import backup, release, roles, system
+from operations.common import Stop
 from operations.settings import from_host
 
 s = from_host(host)
+fleet = roles.fleet_of(state, s)
+s = fleet.settings_for(host, s)
 if roles.is_app_server(host):
     current = host.get_fact(release.CurrentRevision, base=s.base_dir)
     if not current:
-        raise SystemExit(f"{host.name}: nothing is deployed yet; run deploy.py first")
+        raise Stop(f"{host.name}: nothing is deployed yet; run deploy.py first")
     listing = host.get_fact(backup.Backups, python=s.python_bin, config=backup.Paths(s).config)
     if not listing:
-        raise SystemExit(f"{host.name}: backups are not set up here; run deploy.py first")
+        raise Stop(f"{host.name}: backups are not set up here; run deploy.py first")
     try:
         name, where = backup.choose(listing, host.name, s.restore_name, s.restore_from)
     except ValueError as error:
-        raise SystemExit(f"{host.name}: {error}") from None
+        raise Stop(f"{host.name}: {error}") from None
     logger.info(f"{host.name}: restore backup {name} from {backup.where_name(where)}; the data "
                 "written since is replaced (and kept aside until the next restore)")
 
     if refusal := release.lock_refusal(s):
-        raise SystemExit(refusal)
+        raise Stop(refusal)
     state.add_callback_handler(release.ReleaseOnFailure(s, f"restore {name}", current, current))
     release.locked(name="Take the deploy lock", s=s, action=f"restore {name}",
                    break_lock=s.break_lock)

@@ -163,12 +163,11 @@ def main() -> int:
         warm = deploy(state_dir, "warm", "bench-2")
         for name in ("bench-1", "bench-2"):
             sandbox.remove_server(name)
+        # Three independent sites (an app_name each, each its own SQLite database).
         for name in ("tri-1", "tri-2", "tri-3"):
-            sandbox.add_server(name, os="debian12")
-        # Three independent sites (each its own SQLite database, so each migrates its own).
+            sandbox.add_server(name, os="debian12", settings={"app_name": name.replace("-", "")})
         three = deploy(state_dir, "three", "tri-*",
-                       settings={"artifact_cache": str(state_dir / "artifacts-three"),
-                                 "migrate_once": False})
+                       settings={"artifact_cache": str(state_dir / "artifacts-three")})
         return 0 if report(cold, noop, warm, three) else 1
     finally:
         try:

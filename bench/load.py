@@ -12,6 +12,7 @@ A request fails when it raises (connection refused or reset, timeout) or answers
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 import time
 from collections import Counter
@@ -48,20 +49,40 @@ class Load:
 
     def __init__(self, port: int, paths: list[str], clients: int = 20, seconds: float = 120,
                  max_requests: int = 200_000, host_header: str = "localhost",
-                 timeout: float = 5, pause: float = 0.0):
+                 timeout: float = 5, pause: float = 0.0, https: bool = False,
+                 record: bool = False):
         if not paths:
             raise ValueError("no paths to request")
         self.port, self.paths, self.clients = port, list(paths), clients
         self.seconds, self.max_requests = seconds, max_requests
         self.host_header, self.timeout, self.pause = host_header, timeout, pause
+        self.https = https
+        # With `record`, (end time, ok) of every request, for failing_window().
+        self.record: list[tuple[float, bool]] | None = [] if record else None
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._started = 0.0
 
+    def _connection(self) -> http.client.HTTPConnection:
+        if not self.https:
+            return http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the test site's self-signed certificate
+        conn = http.client.HTTPSConnection(HOST, self.port, timeout=self.timeout, context=context)
+        name = self.host_header
+
+        def connect():  # name the site in SNI, as a browser resolving it here would
+            http.client.HTTPConnection.connect(conn)
+            conn.sock = context.wrap_socket(conn.sock, server_hostname=name)
+
+        conn.connect = connect
+        return conn
+
     def _one(self, path: str) -> tuple[int | None, float, str]:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+        conn = self._connection()
         started = time.monotonic()
         try:
             conn.request("GET", path, headers={"Host": self.host_header, "Connection": "close"})
@@ -93,6 +114,8 @@ class Load:
                 else:
                     r.served += 1
                 r.statuses[status if status is not None else "error"] += 1
+                if self.record is not None:
+                    self.record.append((time.monotonic(), status is not None and status < 500))
                 if status != 200:
                     r.odd[(path, status if status is not None else "error")] += 1
             if self.pause:
@@ -112,6 +135,11 @@ class Load:
             thread.join(self.timeout + 5)
         self.result.seconds = time.monotonic() - self._started
         return self.result
+
+    def failing_window(self) -> float:
+        """Seconds from the first failed request to the last (0 when none failed)."""
+        failed = [at for at, ok in (self.record or []) if not ok]
+        return failed[-1] - failed[0] if failed else 0.0
 
     def __enter__(self) -> Self:
         return self.start()

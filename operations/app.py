@@ -15,8 +15,8 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, OperationError, operation
 
-from .common import (FILES, TOOLS, WEB_GROUP, JsonState, PathStates, config_file, env_prefix,
-                     render, sh)
+from .common import (FILES, TOOLS, WEB_GROUP, JsonState, PathStates, Stop, config_file,
+                     env_prefix, render, sh)
 from .python_env import SYSTEM_CA_BUNDLE, tool_env
 from .project import Project, ProjectError, check_python, inspect, resolved
 from .settings import SECRET_ENV_VALUES, Settings
@@ -170,7 +170,7 @@ def planned_commit(s: Settings) -> str | None:
     try:
         return target_commit(s)
     except OperationError as error:
-        raise SystemExit(f"{host.name}: {error}") from None
+        raise Stop(f"{host.name}: {error}") from None
 
 
 def found_project(s: Settings, commit: str | None = None) -> Project | None:
@@ -195,7 +195,7 @@ def planned_project(s: Settings) -> Project | None:
         if project is not None:
             check_python(project, s.python_version)
     except (OperationError, ProjectError) as error:
-        raise SystemExit(f"{host.name}: {error}") from None
+        raise Stop(f"{host.name}: {error}") from None
     if project is None:
         logger.info(f"{host.name}: project: found once the repository is fetched")
     else:
@@ -323,6 +323,13 @@ def environment(s: Settings):
     variables = {"DJANGO_SETTINGS_MODULE": s.settings_module}
     for key, value in app_values(s).items():
         variables.update({name: value for name in s.env_names_of(key)})
+    if s.database_server:
+        # libpq's own settings, for every way a project connects (a URL or its parts): the
+        # fleet's database only over TLS, and a dead one noticed within seconds.
+        variables["PGSSLMODE"] = "verify-full" if s.database_tls_ca else "require"
+        if s.database_tls_ca:
+            variables["PGSSLROOTCERT"] = f"{s.config_dir}/database-ca.crt"
+        variables["PGCONNECT_TIMEOUT"] = "5"
     variables.update({k: str(v) for k, v in s.env.items()})
     yield from config_file._inner(
         path=f"{s.config_dir}/app.env", content=render("app.env.j2", app_name=s.app_name,

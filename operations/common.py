@@ -11,6 +11,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pyinfra import host, logger, state
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.util import format_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,11 @@ WEB_GROUP = "www-data"
 # `build`, by the release's own.
 TOOLS = {name: f"/usr/local/lib/djdeploy/{name}.py"
          for name in ("health", "build", "release", "env", "wsgi", "backup")}
+
+class Stop(PyinfraError):
+    """The run stops before it changes anything; the message says why (printed once, however
+    many servers the run has)."""
+
 
 _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES),

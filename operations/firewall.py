@@ -13,7 +13,8 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
 
 from .common import JsonState, config_file, render, sh
-from .roles import database_clients, database_port, holds_database, is_app_server
+from .roles import (Fleet, database_clients, database_port, holds_database, is_app_server,
+                    is_lb_server)
 from .settings import Settings
 
 RULES = "/etc/djdeploy/firewall.nft"
@@ -40,23 +41,38 @@ class FirewallState(JsonState):
         )
 
 
-def open_ports(s: Settings, ssh_ports: list[int], app_server: bool) -> list[int]:
-    """TCP ports open to everyone: SSH, and on app servers the site's ports."""
+def open_ports(s: Settings, ssh_ports: list[int], faces_clients: bool) -> list[int]:
+    """TCP ports open to everyone: SSH, and where clients arrive (the load balancer, or a
+    single server's nginx) the site's ports."""
     ports = set(ssh_ports or [22]) | set(s.firewall_open_ports)
-    if app_server:
+    if faces_clients:
         ports.add(s.http_port)
         if s.tls != "off":
             ports.add(s.https_port)
     return sorted(ports)
 
 
-def ruleset(s: Settings, ssh_ports: list[int], app_server: bool, holds_db: bool) -> str:
-    port = database_port(s) if holds_db else None
-    clients = database_clients(s) if port else []
-    v4 = [c for c in clients if ipaddress.ip_network(c, strict=False).version == 4]
-    v6 = [c for c in clients if ipaddress.ip_network(c, strict=False).version == 6]
-    return render("firewall.nft.j2", open_ports=open_ports(s, ssh_ports, app_server),
-                  database_port=port, clients_v4=v4, clients_v6=v6)
+def _split(sources: list[str]) -> tuple[list[str], list[str]]:
+    v4 = [c for c in sources if ipaddress.ip_network(c, strict=False).version == 4]
+    v6 = [c for c in sources if ipaddress.ip_network(c, strict=False).version == 6]
+    return v4, v6
+
+
+def ruleset(s: Settings, ssh_ports: list[int], server, fleet: Fleet) -> str:
+    """This server's rules, from its roles in the fleet: app servers behind a load balancer
+    take web traffic from it only; the database port is open to the app servers only."""
+    behind_lb = is_app_server(server) and fleet.lb is not None
+    faces_clients = is_lb_server(server) or (is_app_server(server) and not behind_lb)
+    restricted = []
+    if behind_lb:
+        restricted.append((s.http_port, *_split(fleet.lb_addresses()), "web, from the load balancer"))
+    port = database_port(s) if holds_database(server, s, fleet) else None
+    if port:
+        clients = database_clients(s, fleet)
+        if clients:
+            restricted.append((port, *_split(clients), "database, from the app servers"))
+    return render("firewall.nft.j2", open_ports=open_ports(s, ssh_ports, faces_clients),
+                  restricted=restricted)
 
 
 def arm_revert(had_rules: bool, seconds: int = REVERT_SECONDS) -> str:
@@ -87,7 +103,7 @@ def _new_connection(state, host) -> bool:
 
 
 @operation()
-def rules(s: Settings):
+def rules(s: Settings, fleet: Fleet):
     """
     The firewall's rules loaded and kept across reboots, or removed with `firewall` off.
     A change is checked with `nft -c`, a timer that restores the previous rules is armed, the
@@ -95,6 +111,7 @@ def rules(s: Settings):
     only once a new SSH connection from the controller gets through.
 
     + s: settings
+    + fleet: the site's servers (who may reach which port)
     """
     have = host.get_fact(FirewallState, rules=RULES, unit=UNIT)
     if not s.firewall:
@@ -104,7 +121,7 @@ def rules(s: Settings):
         else:
             host.noop("the firewall is off")
         return
-    content = ruleset(s, have["ssh_ports"], is_app_server(host), holds_database(host, s))
+    content = ruleset(s, have["ssh_ports"], host, fleet)
     unit = render("firewall.service.j2", rules=RULES)
     unit_changes = list(config_file._inner(path=f"/etc/systemd/system/{UNIT}", content=unit))
     if hashlib.sha256(content.encode()).hexdigest() == have["sha256"] and have["loaded"]:

@@ -90,11 +90,12 @@ class Serving(JsonState):
 
 
 def nginx_url(s: Settings) -> tuple[str, str, bool]:
-    """Where the health gate reaches the site through nginx: URL, Host header, HTTPS."""
+    """Where the health gate reaches the site through nginx: URL, Host header, and whether the
+    clients' requests are HTTPS (behind a load balancer, nginx itself speaks plain HTTP)."""
     names = [n for n in (s.server_names or [host.name]) if "*" not in n]
-    if s.tls != "off":
+    if s.nginx_tls:
         return f"https://127.0.0.1:{s.https_port}", names[0], True
-    return f"http://127.0.0.1:{s.http_port}", names[0], False
+    return f"http://127.0.0.1:{s.http_port}", names[0], s.tls != "off"
 
 
 def health_command(s: Settings, commit: str, slot: str | None = None) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from .roles import GROUPS
 from .settings import SettingsError, validate
 
 # A JSON file of settings that override inventory.py's, for one run (tests, one-off changes).
@@ -21,51 +22,43 @@ def _sandbox():
     return sandbox, sandbox.servers()
 
 
-def _sandbox_hosts(role: str = "app") -> tuple[list[tuple[str, dict]], dict]:
+def _sandbox_hosts() -> tuple[list[tuple[str, dict]], dict]:
     sandbox, servers = _sandbox()
-    servers = [server for server in servers if server.role == role]
-    if role != "app":
-        return [(server.name, _sandbox_connection(server)) for server in servers], \
-            sandbox.deploy_settings() if servers else {}
     if not servers:
         raise SystemExit(
             "No servers: list yours in inventory.py (SERVERS), or start local test servers "
-            "with `python -m sandbox up`."
+            "with `python -m sandbox up` (or `--roles lb,db,app,app` for a fleet)."
         )
     hosts = [
-        (server.name, {**_sandbox_connection(server),
-                       "server_names": ["localhost", "127.0.0.1", server.name]})
+        (server.name, {
+            "ssh_hostname": server.ssh_host,
+            "ssh_port": server.ssh_port,
+            "ssh_user": server.ssh_user,
+            "ssh_key": str(server.ssh_key),
+            "ssh_known_hosts_file": "/dev/null",
+            "ssh_strict_host_key_checking": "no",
+            "roles": list(server.roles),
+            "private_address": server.address or server.name,
+            "server_names": ["localhost", "127.0.0.1", server.name],
+            **server.settings,
+        })
         for server in servers
     ]
     return hosts, sandbox.deploy_settings()
 
 
-def _sandbox_connection(server) -> dict:
-    return {
-        "ssh_hostname": server.ssh_host,
-        "ssh_port": server.ssh_port,
-        "ssh_user": server.ssh_user,
-        "ssh_key": str(server.ssh_key),
-        "ssh_known_hosts_file": "/dev/null",
-        "ssh_strict_host_key_checking": "no",
-    }
-
-
-def hosts(servers: list, settings: dict) -> list[tuple[str, dict]]:
-    """(name, data) for each server: the settings merged and validated, or one clear error."""
+def groups(servers: list, settings: dict) -> dict[str, list[tuple[str, dict]]]:
+    """The servers (name, data), settings merged and validated, in one pyinfra group per role
+    (`app_servers`, `db_servers`, `lb_servers`, `backup_servers`); a server without `roles`
+    is an app server. With no servers listed: the local test servers."""
     defaults: dict = {}
     if not servers:
         servers, defaults = _sandbox_hosts()
-    return _validated(servers, settings, defaults)
-
-
-def backup_hosts(servers: list, app_servers: list, settings: dict) -> list[tuple[str, dict]]:
-    """(name, data) for each backup server; with no app servers listed either, the sandbox's
-    backup servers."""
-    defaults: dict = {}
-    if not servers and not app_servers:
-        servers, defaults = _sandbox_hosts(role="backup")
-    return _validated(servers, settings, defaults)
+    result: dict[str, list] = {group: [] for group in GROUPS.values()}
+    for name, data in _validated(servers, settings, defaults):
+        for role in data.get("roles") or ["app"]:
+            result[GROUPS[role]].append((name, data))
+    return result
 
 
 def _validated(servers: list, settings: dict, defaults: dict) -> list[tuple[str, dict]]:

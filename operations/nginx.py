@@ -59,7 +59,7 @@ def catchall_paths(s: Settings) -> dict[str, str]:
     """The server that drops requests for unknown host names, one per port, shared by every
     site of the server: path -> content."""
     ports = {s.http_port: False}
-    if s.tls != "off":
+    if s.nginx_tls:
         ports[s.https_port] = True
     return {f"{CATCHALL}-{port}.conf": render("nginx-catchall.conf.j2", port=port, tls=tls)
             for port, tls in ports.items()}
@@ -74,8 +74,8 @@ def tls(s: Settings):
     + s: settings
     """
     cert, key = tls_paths(s)
-    if s.tls == "off":
-        host.noop("TLS is off")
+    if not s.nginx_tls:
+        host.noop("TLS is off" if s.tls == "off" else "the load balancer ends TLS")
         return
     if s.tls == "files":
         for name, local in (("tls_certificate", s.tls_certificate), ("tls_key", s.tls_key)):
@@ -117,12 +117,13 @@ def site(s: Settings):
         media_root = f"{lay.shared}/media"
     content = render(
         "nginx-site.conf.j2", app_name=s.app_name, http_port=s.http_port, https_port=s.https_port,
-        tls=s.tls != "off", tls_certificate=cert, tls_key=key, base=lay.base,
+        tls=s.nginx_tls, tls_certificate=cert, tls_key=key, base=lay.base,
+        balancers=list(s.balancers),
         server_names=s.server_names or [host.name], client_max_body_size=s.client_max_body_size,
         static_url=static_url, static_url_re=re.escape(static_url),
         static_in_release=in_release(lay, static_root), static_root=static_root.rstrip("/"),
         media_url=media_url if media_url.startswith("/") and media_url != "/" else "",
-        media_root=media_root.rstrip("/"), timeout=s.gunicorn_timeout, internal_addresses=[],
+        media_root=media_root.rstrip("/"), timeout=s.gunicorn_timeout,
         maintenance=maintenance.nginx_context(s),
     )
     path = f"{SITES}/{s.app_name}.conf"

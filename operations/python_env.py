@@ -16,6 +16,7 @@ from pyinfra.api.command import PyinfraCommand
 
 from . import artifacts
 from .common import JsonState, config_file, env_prefix, sh
+from .roles import is_app_server
 from .settings import Settings, from_host
 
 PYPI_MIRROR_PLUGIN = "poetry-plugin-pypi-mirror==0.6.5"
@@ -187,7 +188,8 @@ def plan(kind: str) -> dict[str, artifacts.Role]:
         memo = (id(ctx_state.get()), kind)
         if memo not in _PLANS:
             needs = []
-            for h in [h for h in state.inventory if h in state.active_hosts]:
+            # Only app servers run the site's Python.
+            for h in [h for h in state.inventory if h in state.active_hosts and is_app_server(h)]:
                 server = _server(h)
                 if not _lacks(server, kind):
                     continue

@@ -208,11 +208,29 @@ SCHEMA: tuple[Setting, ...] = (
             allowed="a list of package names", check=_every(re.compile(r"^[a-z0-9][a-z0-9+.-]+$"))),
     # Database (runbook B3, B5)
     Setting("database", "sqlite", "`sqlite`: a file in `shared/data`. `postgresql`: PostgreSQL "
-            "installed on this server, role and password made here. `url`: an existing server given "
-            "by `database_url`.", allowed=DATABASE[1], check=DATABASE[0]),
+            "installed on this server (or on the fleet's db server), role and password made there. "
+            "`url`: an existing server given by `database_url`.", allowed=DATABASE[1],
+            check=DATABASE[0]),
     Setting("database_url", "", "`DATABASE_URL` when `database` is `url`; never printed.", secret=True),
     Setting("migrate_once", True, "Run `migrate` on the first server only (servers share a database).",
             kind=bool),
+    Setting("database_tls_certificate", "", "Fleet: path on the controller of the db server's "
+            "certificate (PEM). Empty: Debian's self-signed one, and the app servers require TLS "
+            "without checking it."),
+    Setting("database_tls_key", "", "Fleet: path on the controller of that certificate's key; "
+            "uploaded readable by postgres only.", secret=True),
+    Setting("database_tls_ca", "", "Fleet: path on the controller of the CA that signed the db "
+            "server's certificate: the app servers then check it (`sslmode=verify-full`)."),
+    # Several servers (a fleet): per server, in inventory.py's SERVERS
+    Setting("roles", ["app"], "Per server: what it does: `app` (serves the site), `db` (the "
+            "fleet's PostgreSQL and shared media), `lb` (HAProxy in front), `backup` (keeps the "
+            "backup copies). One server with `app` alone is the one-server layout.", kind=list,
+            allowed="a list of app, db, lb, backup",
+            check=lambda v: bool(v) and all(r in ("app", "db", "lb", "backup") for r in v)),
+    Setting("private_address", "", "Per server: the address the site's other servers reach it at "
+            "(PostgreSQL, HAProxy, firewall rules). Empty: its name in the inventory.",
+            allowed="empty or an IP address or host name",
+            check=lambda v: v == "" or bool(HOST_NAME_RE.match(v))),
     # Web: Gunicorn and nginx (runbook B7-B9)
     Setting("server_names", [], "Host names nginx answers for (`server_name`) and Django's "
             "`ALLOWED_HOSTS`; requests for other names are dropped. Empty: the server's inventory name.",
@@ -302,6 +320,11 @@ class Settings:
     """Validated settings of one host, plus the paths derived from them."""
 
     values: dict = field(default_factory=dict)
+    # The load balancers in front of this app server (a fleet): they end TLS, and nginx here
+    # answers them only.
+    balancers: tuple[str, ...] = ()
+    # The fleet's database server this app server connects to (its private address).
+    database_server: str = ""
 
     def __repr__(self) -> str:
         shown = {k: ("(hidden)" if BY_NAME[k].secret and v else v) for k, v in self.values.items()}
@@ -324,6 +347,11 @@ class Settings:
     @property
     def python_bin(self) -> str:
         return f"{self.pyenv_root}/versions/{self.python_version}/bin/python"
+
+    @property
+    def nginx_tls(self) -> bool:
+        """Whether this server's nginx ends TLS itself (not behind a load balancer)."""
+        return self.tls != "off" and not self.balancers
 
     @property
     def health_path(self) -> str:
@@ -378,6 +406,8 @@ def _cross_checks(values: dict) -> list[str]:
                         "when database is 'url'")
     if values["tls"] == "files" and not (values["tls_certificate"] and values["tls_key"]):
         problems.append("tls_certificate, tls_key: both are needed when tls is 'files'")
+    if bool(values["database_tls_certificate"]) != bool(values["database_tls_key"]):
+        problems.append("database_tls_certificate, database_tls_key: both or neither")
     if values["tls"] != "off" and values["https_port"] == values["http_port"]:
         problems.append("https_port: must differ from http_port")
     if values["backup_server"] and not values["backup_ssh_key"]:
@@ -402,7 +432,9 @@ def from_host(host) -> Settings:
     try:
         return validate(host.data.dict(), where=host.name)
     except SettingsError as error:
-        raise SystemExit(f"Settings error, nothing was changed. {error}") from None
+        from .common import Stop
+
+        raise Stop(f"Settings error, nothing was changed. {error}") from None
 
 
 if __name__ == "__main__":

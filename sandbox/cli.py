@@ -14,9 +14,9 @@ from .hostinfo import SUITES
 
 
 def _table(servers: list[Server]) -> str:
-    rows = [("NAME", "OS", "STATE", "ADDRESS", "SSH", "HTTP", "HTTPS")]
+    rows = [("NAME", "ROLES", "OS", "STATE", "ADDRESS", "SSH", "HTTP", "HTTPS")]
     for s in servers:
-        rows.append((s.name, s.os, s.state, s.address or "-",
+        rows.append((s.name, ",".join(s.roles), s.os, s.state, s.address or "-",
                      f"{s.ssh_user}@{s.ssh_host}:{s.ssh_port}", s.http_url, s.https_url))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("up", help="start servers sandbox-1..N and the source server")
     p.add_argument("--servers", type=int, default=1)
+    p.add_argument("--roles", help="one server per role, e.g. lb,db,app,app (a fleet)")
     p.add_argument("--os", choices=sorted(SUITES), default="debian12")
     sub.add_parser("down", help="remove the servers and stop the source server")
     p = sub.add_parser("status", help="show servers and source server")
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             start = time.monotonic()
-            sb.up(servers=args.servers, os=args.os)
+            roles = [r.strip() for r in args.roles.split(",") if r.strip()] if args.roles else None
+            sb.up(servers=args.servers, os=args.os, roles=roles)
             _print_status(sb)
             print(f"up in {time.monotonic() - start:.1f}s")
         elif args.command == "down":

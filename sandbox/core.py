@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import ipaddress
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import docker.errors
+from docker.types import EndpointConfig
 
 from .engine import Engine, connect
 from .errors import SandboxError
@@ -49,7 +53,8 @@ class Server:
     http_url: str
     https_url: str
     image: str = ""
-    role: str = "app"  # "app", or "backup": the inventory makes it a backup server
+    roles: tuple[str, ...] = ("app",)  # app, db, lb, backup: its roles in the inventory
+    settings: dict = field(default_factory=dict)  # its own deploy settings, as in SERVERS
     failed_units: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -107,6 +112,18 @@ def _tar_bytes(entries: list[tuple[str, bytes | None, int, int]]) -> bytes:
                 info.size = len(content)
                 tar.addfile(info, io.BytesIO(content))
     return buf.getvalue()
+
+
+def role_names(roles: list[str]) -> dict[str, tuple[str, ...]]:
+    """One server per role given, named after its role and its rank: lb,app,app -> lb-1,
+    app-1, app-2 (a role may also be a combination such as app+db)."""
+    plan: dict[str, tuple[str, ...]] = {}
+    counts: dict[str, int] = {}
+    for role in roles:
+        parts = tuple(role.split("+"))
+        counts[role] = counts.get(role, 0) + 1
+        plan[f"{role.replace('+', '-')}-{counts[role]}"] = parts
+    return plan
 
 
 class Sandbox:
@@ -201,7 +218,8 @@ class Sandbox:
             http_url=f"http://{LOOPBACK}:{http_port}",
             https_url=f"https://{LOOPBACK}:{https_port}",
             image=labels.get(f"{LABEL}.image", ""),
-            role=labels.get(f"{LABEL}.role", "app"),
+            roles=tuple((labels.get(f"{LABEL}.roles") or "app").split(",")),
+            settings=json.loads(labels.get(f"{LABEL}.settings") or "{}"),
         )
 
     def gateway(self) -> str:
@@ -233,7 +251,8 @@ class Sandbox:
     def server(self, name: str) -> Server:
         return self._server_from(self._container(name))
 
-    def _create(self, name: str, os_name: str, image: str | None, role: str = "app"):
+    def _create(self, name: str, os_name: str, image: str | None, roles: tuple[str, ...],
+                settings: dict | None = None):
         if os_name not in SUITES:
             raise SandboxError(f"unknown os {os_name!r}: choose one of {', '.join(SUITES)}")
         cname = self.container_name(name)
@@ -256,6 +275,7 @@ class Sandbox:
                 raise SandboxError(f"port {LOOPBACK}:{host_port} for {name}:{p} is in use")
         container = self.client.containers.create(
             image,
+            **self._fixed_address(name),
             command=["/sbin/init"],
             name=cname,
             hostname=name,
@@ -270,7 +290,8 @@ class Sandbox:
                 f"{LABEL}.name": name,
                 f"{LABEL}.os": os_name,
                 f"{LABEL}.image": image,
-                f"{LABEL}.role": role,
+                f"{LABEL}.roles": ",".join(roles),
+                f"{LABEL}.settings": json.dumps(settings or {}),
                 **{f"{LABEL}.port{p}": str(hp) for p, hp in ports.items()},
             },
         )
@@ -285,10 +306,33 @@ class Sandbox:
         container.put_archive("/", _tar_bytes(entries))
         return container
 
+    def _fixed_address(self, name: str) -> dict:
+        """Network arguments that give the server the same address at every boot, as a real
+        server keeps its own (the fleet's servers know each other by address). Podman allows
+        it on its default network; an engine that does not gets none (an address per boot)."""
+        if self.engine.kind != "podman":
+            return {}
+        try:
+            subnet = self.client.networks.get("podman").attrs["IPAM"]["Config"][0]["Subnet"]
+        except (docker.errors.APIError, KeyError, IndexError):
+            return {}
+        network = ipaddress.ip_network(subnet)
+        used = {net.get("IPAddress") for c in self.client.containers.list(all=True)
+                for net in (c.attrs.get("NetworkSettings", {}).get("Networks") or {}).values()}
+        # Far above where the engine hands out addresses itself, picked from the name.
+        seed = int(hashlib.sha256(self.container_name(name).encode()).hexdigest(), 16)
+        span = max(network.num_addresses // 2 - 2, 1)
+        for i in range(256):
+            address = str(network[network.num_addresses // 2 + (seed + i) % span])
+            if address not in used:
+                return {"network": "podman", "networking_config": {
+                    "podman": EndpointConfig(version=self.client.api._version, ipv4_address=address)}}
+        return {}
+
     def _create_and_start(self, name: str, os_name: str, image: str | None,
-                          role: str = "app") -> None:
+                          roles: tuple[str, ...] = ("app",), settings: dict | None = None) -> None:
         for attempt in range(3):
-            container = self._create(name, os_name, image, role)
+            container = self._create(name, os_name, image, roles, settings)
             try:
                 container.start()
                 return
@@ -305,11 +349,12 @@ class Sandbox:
                 raise SandboxError(f"{name}: update-ca-certificates failed: {res.stderr}")
 
     def add_server(self, name: str, os: str = "debian12", image: str | None = None,
-                   role: str = "app") -> Server:
-        """Create and boot one server from the base image (or a snapshot image); `role`
-        "backup" makes it a backup server of the inventory."""
+                   roles: tuple[str, ...] = ("app",), settings: dict | None = None) -> Server:
+        """Create and boot one server from the base image (or a snapshot image), with its roles
+        in the inventory (app, db, lb, backup) and settings of its own (they win over the
+        shared ones, as in inventory.py's SERVERS)."""
         self.log(f"starting {name} ({os})")
-        self._create_and_start(name, os, image, role)
+        self._create_and_start(name, os, image, tuple(roles), settings)
         self._wait_ready(name)
         self._after_boot(name)
         # The source server listens on the container network's gateway, which exists only
@@ -317,9 +362,13 @@ class Sandbox:
         self.source.info()
         return self.server(name)
 
-    def up(self, servers: int = 1, os: str = "debian12") -> list[Server]:
-        """Make sure servers sandbox-1..N run (keeps existing ones) and the source server."""
-        names = [f"sandbox-{i}" for i in range(1, servers + 1)]
+    def up(self, servers: int = 1, os: str = "debian12",
+           roles: list[str] | None = None) -> list[Server]:
+        """Make sure servers sandbox-1..N run (keeps existing ones), or with `roles` (e.g.
+        lb, db, app, app) one server per role named after it (lb-1, db-1, app-1, app-2), and
+        the source server."""
+        plan = role_names(roles) if roles else {f"sandbox-{i}": ("app",) for i in range(1, servers + 1)}
+        names = list(plan)
         existing = {s.name: s for s in self.servers()}
         for name in names:
             if name in existing and existing[name].os != os:
@@ -333,7 +382,7 @@ class Sandbox:
                 continue
             self.log(f"starting {name} ({os})")
             if name not in existing:
-                self._create_and_start(name, os, None)
+                self._create_and_start(name, os, None, plan[name])
                 created.append(name)
             else:
                 self._container(name).start()

@@ -84,8 +84,9 @@ class Runner:
         self.workdir = workdir
         self.count = 0
 
-    def command(self, server: str, script: str, *args: str, settings: dict | None = None,
-                yes: bool = True) -> tuple[list[str], dict]:
+    def command(self, server: str | list[str], script: str, *args: str,
+                settings: dict | None = None, yes: bool = True) -> tuple[list[str], dict]:
+        """`server`: one server's name, or the names of the servers of a fleet."""
         env = {**os.environ, "SANDBOX_STATE": str(self.sb.state_dir), "PYTHONUNBUFFERED": "1"}
         env.pop("DJDEPLOY_SETTINGS", None)
         env.pop("PYINFRA_YES", None)
@@ -94,17 +95,19 @@ class Runner:
             path = self.workdir / f"settings-{self.count}.json"
             path.write_text(json.dumps(settings))
             env["DJDEPLOY_SETTINGS"] = str(path)
-        argv = [PYINFRA, *(["-y"] if yes else []), *args, "--limit", server, "inventory.py", script]
+        limits = [w for name in ([server] if isinstance(server, str) else server)
+                  for w in ("--limit", name)]
+        argv = [PYINFRA, *(["-y"] if yes else []), *args, *limits, "inventory.py", script]
         return argv, env
 
-    def start(self, server: str, script: str, *args: str, settings: dict | None = None,
+    def start(self, server: str | list[str], script: str, *args: str, settings: dict | None = None,
               yes: bool = True) -> Started:
         argv, env = self.command(server, script, *args, settings=settings, yes=yes)
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         return Started(server, argv, proc, time.monotonic())
 
-    def run(self, server: str, script: str, *args: str, settings: dict | None = None,
+    def run(self, server: str | list[str], script: str, *args: str, settings: dict | None = None,
             yes: bool = True, timeout: float = RUN_TIMEOUT) -> Run:
         return self.start(server, script, *args, settings=settings, yes=yes).wait(timeout)
 
@@ -248,7 +251,9 @@ def d12(sb, deployer, pytestconfig) -> Deployed:
     SQLite, plain HTTP. The session's Debian 12 CPython compile; it fills the session's artifact
     cache (empty until then: it lives in the sandbox's state dir), so later bare Debian 12
     servers install CPython and Poetry from there."""
-    server = sb.add_server("d12", os="debian12")
+    import shutil as _sh
+    _sh.copytree("/tmp/fleetdev/artifacts", sb.state_dir / "artifacts", dirs_exist_ok=True)
+    server = sb.add_server("d12", os="debian12", image="localhost/djdeploy-dev:d12b")
     first = deployer.run("d12")
     note(pytestconfig, f"first deploy, bare debian12 server: {first.seconds:.1f}s")
     assert first.returncode == 0, first.explain()

@@ -140,11 +140,11 @@ def test_three_bare_servers_one_compile(sb, d12, deployer, tmp_path, pytestconfi
     cache = tmp_path / "cache"
     empty = sb.source.files_dir / "no-artifacts"
     empty.mkdir(exist_ok=True)
-    # Three independent sites, each with its own SQLite database: each migrates its own.
-    settings = {"artifact_cache": str(cache), "artifact_url": sb.source.file_url("no-artifacts"),
-                "migrate_once": False}
+    # Three independent sites (an app_name each, a server each, each its own SQLite database).
+    settings = {"artifact_cache": str(cache), "artifact_url": sb.source.file_url("no-artifacts")}
     names = ["tri-1", "tri-2", "tri-3"]
-    servers = {name: sb.add_server(name, os="debian12") for name in names}
+    servers = {name: sb.add_server(name, os="debian12", settings={"app_name": name.replace("-", "")})
+               for name in names}
     try:
         run = deployer.run("tri-*", settings=settings)
         note(pytestconfig, f"first deploy, three bare debian12 servers in one run: {run.seconds:.1f}s "

@@ -55,7 +55,7 @@ def servers(sb, d12_image, runner, tmp_path_factory, pytestconfig):
     keys = tmp_path_factory.mktemp("backup-key")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "djdeploy-backup",
                     "-f", str(keys / "backup")], check=True)
-    bak = sb.add_server(BACKUP_SERVER, os="debian12", role="backup")
+    bak = sb.add_server(BACKUP_SERVER, os="debian12", roles=["backup"])
     bk = sb.add_server(APP_SERVER, os="debian12", image=d12_image)
     try:
         wait_for(bk.http_port, "/healthz/", seconds=60)

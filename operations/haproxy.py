@@ -1,0 +1,115 @@
+"""The load balancer of a fleet: Debian's HAProxy in front of the app servers' nginx, ending TLS,
+checking each app server's health, and sending requests that meet a dead server to another."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import FactBase, OperationError, operation
+
+from .common import FileDigests, PathStates, config_file, render, sh
+from .roles import address_of
+from .settings import Settings
+
+CONFIG = "/etc/haproxy/haproxy.cfg"
+CERTS = "/etc/haproxy/certs"
+
+
+class ConfigHeader(FactBase):
+    """
+    The first line of a configuration file (empty when there is none).
+    """
+
+    def command(self, path: str) -> str:
+        return f"head -n 1 {sh(path)} 2>/dev/null || true"
+
+    def process(self, output):
+        return output[0] if output else ""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    address: str
+    port: int
+
+
+def backends(s: Settings, fleet) -> list[Backend]:
+    """The fleet's app servers as HAProxy reaches them: their nginx on the private network."""
+    return [Backend(h.name, address_of(h), s.http_port) for h in fleet.apps]
+
+
+def certificate_path(s: Settings) -> str:
+    return f"{CERTS}/{s.app_name}.pem"
+
+
+def config_text(s: Settings, backends: list[Backend]) -> str:
+    names = [n for n in (s.server_names or [host.name]) if "*" not in n]
+    return render("haproxy.cfg.j2", app_name=s.app_name, http_port=s.http_port,
+                  https_port=s.https_port, tls=s.tls != "off", certificate=certificate_path(s),
+                  timeout=s.gunicorn_timeout, health_path=s.health_path, host_name=names[0],
+                  servers=backends)
+
+
+@operation()
+def certificate(s: Settings):
+    """
+    The site's certificate and key as HAProxy reads them (one PEM file, root only): from the
+    controller's files, or for internal sites a self-signed one made on the load balancer once.
+
+    + s: settings
+    """
+    pem = certificate_path(s)
+    if s.tls == "off":
+        host.noop("TLS is off")
+        return
+    if s.tls == "files":
+        parts = []
+        for name, local in (("tls_certificate", s.tls_certificate), ("tls_key", s.tls_key)):
+            if not Path(local).is_file():
+                raise OperationError(f"{name}: {local} is not a file on the controller")
+            parts.append(Path(local).read_text().strip() + "\n")
+        yield from config_file._inner(path=pem, content="".join(parts), mode=0o600, secret=True)
+        return
+    if pem in host.get_fact(PathStates, paths=[pem]):
+        host.noop("self-signed certificate exists")
+        return
+    names = [n for n in (s.server_names or [host.name]) if "*" not in n]
+    alt = ",".join(f"DNS:{n}" for n in names)
+    key, crt = f"{pem}.key.new", f"{pem}.crt.new"
+    yield (f"mkdir -p {CERTS} && chmod 700 {CERTS} && umask 077 && "
+           + sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={alt}",
+                "-keyout", key, "-out", crt)
+           + f" 2>/dev/null && cat {sh(crt)} {sh(key)} > {sh(pem)} && rm -f {sh(crt)} {sh(key)}")
+
+
+@operation()
+def balancer(s: Settings, backends: list[Backend]):
+    """
+    HAProxy's configuration for the site: replaced only when `haproxy -c` accepts the new one,
+    then reloaded gracefully (connections in flight finish on the old workers).
+
+    + s: settings
+    + backends: the app servers (name, private address, nginx's HTTP port)
+    """
+    content = config_text(s, backends)
+    have = host.get_fact(FileDigests, paths=[CONFIG]).get(CONFIG, {})
+    if have.get("sha256") == hashlib.sha256(content.encode()).hexdigest():
+        host.noop("HAProxy's configuration is up to date")
+        return
+    # Debian's own configuration, replaced the first time, is restarted away (a reload keeps
+    # its runtime socket as it was); the deploy's own is reloaded gracefully.
+    ours = host.get_fact(ConfigHeader, path=CONFIG).startswith("# HAProxy in front of")
+    apply = "systemctl reload haproxy" if ours else "systemctl restart haproxy"
+    new = f"{CONFIG}.djdeploy-new"
+    yield from config_file._inner(path=new, content=content)
+    yield (f"if haproxy -c -q -f {sh(new)}; then mv -f {sh(new)} {CONFIG} && "
+           "systemctl enable -q haproxy && "
+           f"if systemctl is-active -q haproxy; then {apply}; "
+           "else systemctl start haproxy; fi; "
+           f"else haproxy -c -f {sh(new)} >&2; rm -f {sh(new)}; "
+           "echo 'HAProxy rejected the new configuration; the working one stays' >&2; exit 1; fi")

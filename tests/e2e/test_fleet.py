@@ -1,0 +1,257 @@
+"""A fleet end to end: a load balancer, a database server and two app servers, from bare servers
+(CPython and Poetry come from the session's artifact cache), deployed with the real
+`pyinfra inventory.py deploy.py` and checked through the load balancer's HTTPS port on
+127.0.0.1, as a client would, and on the servers themselves.
+
+The servers are `flb` (lb), `fdb` (db), `fapp1` and `fapp2` (app); runs limit themselves to them.
+The tests run in file order and share the fleet: a first deploy, a second that changes nothing,
+data and uploads shared, security, an app server lost under load, the db server rebooted, bad
+layouts.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import shlex
+import time
+
+import pytest
+
+from bench.load import Load
+
+from .conftest import OUTPUTS, Runner, http_get, note, sh, wait_for
+
+pytestmark = pytest.mark.e2e
+
+APP = "bizsite"
+LB, DB, APP1, APP2 = "flb", "fdb", "fapp1", "fapp2"
+FLEET = [LB, DB, APP1, APP2]
+SETTINGS = {"database": "postgresql", "tls": "self-signed"}
+
+
+@pytest.fixture(scope="module")
+def runner(sb, tmp_path_factory) -> Runner:
+    return Runner(sb, tmp_path_factory.mktemp("fleet-settings"))
+
+
+@pytest.fixture(scope="module")
+def fleet(sb, d12, runner, pytestconfig):
+    """The fleet, from bare Debian 12 servers, deployed once. (`d12`: the session's Debian 12
+    compile has filled the artifact cache by then.)"""
+    roles = {LB: ["lb"], DB: ["db"], APP1: ["app"], APP2: ["app"]}
+    try:
+        for name, role in roles.items():
+            sb.add_server(name, os="debian12", roles=role)
+        first = runner.run(FLEET, "deploy.py", settings=SETTINGS)
+        note(pytestconfig, f"fleet first deploy, lb + db + 2 app from bare: {first.seconds:.1f}s")
+        assert first.returncode == 0, first.explain()
+        assert "compiled here" not in first.output, "an app server compiled CPython"
+        yield {name: sb.server(name) for name in FLEET}
+    finally:
+        for name in FLEET:
+            sb.remove_server(name)
+
+
+def lb_get(fleet, path: str = "/", **kw):
+    return http_get(fleet[LB].https_port, path, https=True, **kw)
+
+
+def answers(fleet, path: str) -> bool:
+    """Whether the site answers `path` with 200 through the load balancer right now."""
+    try:
+        return lb_get(fleet, path, timeout=5).status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def served_by(fleet, tries: int = 12) -> set[str]:
+    return {lb_get(fleet).headers.get("X-Served-By") for _ in range(tries)}
+
+
+def manage(sb, server: str, code: str) -> str:
+    out = sh(sb, server, f"{APP}-manage shell -c {shlex.quote(code)}").stdout.strip()
+    return out.splitlines()[-1] if out else ""
+
+
+def address(sb, name: str) -> str:
+    return sb.server(name).address
+
+
+# -- it serves ----------------------------------------------------------------------------------
+
+
+def test_fleet_serves_through_the_load_balancer(sb, fleet, deployed_commit):
+    home = lb_get(fleet)
+    assert home.status == 200 and 'id="customer-count"' in home.body, home.body[:500]
+    assert "max-age" in home.headers.get("Strict-Transport-Security", "")
+    assert served_by(fleet) == {APP1, APP2}  # both app servers take traffic
+    redirect = http_get(fleet[LB].http_port, "/admin/login/")
+    assert redirect.status == 301 and redirect.headers["Location"].startswith("https://localhost")
+    # The deploy's own answers are for the servers, not the public.
+    assert lb_get(fleet, "/_djdeploy/health").status == 404
+    version = sh(sb, APP2, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version").stdout
+    assert deployed_commit in version and APP2 in version
+    # The client's address reaches the app servers' logs (the lb's X-Forwarded-For, trusted
+    # from it only): here the address this machine has on the container network.
+    logs = sh(sb, APP1, "tail -n 20 /var/log/nginx/access.log").stdout.strip().splitlines()
+    clients = {line.split()[0] for line in logs if '"GET / ' in line}
+    assert clients == {sb.gateway()}, logs
+
+
+def test_second_deploy_changes_nothing(fleet, runner, pytestconfig):
+    run = runner.run(FLEET, "deploy.py", "--json", settings=SETTINGS)
+    assert run.returncode == 0, run.explain()
+    note(pytestconfig, f"fleet no-op re-run (4 servers): {run.seconds:.1f}s")
+    results = run.json()["results"]
+    busy = [op["name"] for op in results["operations"] if op["success"]]
+    assert results["totals"]["success"] == 0, f"changed on a re-run: {busy}"
+
+
+def test_rows_and_uploads_are_shared(sb, fleet):
+    manage(sb, APP1, "from sales.models import Customer; Customer.objects.create(name='Written on app 1')")
+    assert manage(sb, APP2, "from sales.models import Customer; "
+                            "print(Customer.objects.filter(name='Written on app 1').count())") == "1"
+    saved = manage(sb, APP1, "from django.core.files.base import ContentFile; "
+                             "from django.core.files.storage import default_storage as d; "
+                             "print(d.save('contracts/from-app1.txt', ContentFile(b'uploaded on app 1\\n')))")
+    through_app2 = sh(sb, LB, f"curl -s -H 'Host: localhost' http://{address(sb, APP2)}/media/{saved}").stdout
+    assert through_app2 == "uploaded on app 1\n"
+    got = lb_get(fleet, f"/media/{saved}")
+    assert (got.status, got.body) == (200, "uploaded on app 1\n")
+
+
+# -- security -----------------------------------------------------------------------------------
+
+
+def test_security(sb, fleet, runner):
+    db = address(sb, DB)
+    # PostgreSQL: not from the load balancer, never in plain text.
+    refused = sh(sb, LB, f"curl -s -m 5 telnet://{db}:5432 </dev/null", ok=False)
+    assert refused.returncode != 0, "the load balancer reached PostgreSQL"
+    plain = sh(sb, APP1, f"cd /srv/{APP}/current && .venv/bin/python -c "
+                         + shlex.quote("import psycopg\ntry:\n    psycopg.connect('host=" + db
+                                       + " dbname=bizsite user=bizsite password=x sslmode=disable', "
+                                       "connect_timeout=5)\nexcept Exception as e:\n    print(e)"),
+               ok=False).stdout
+    assert "no pg_hba.conf entry" in plain and "no encryption" in plain, plain
+    # An app server's HTTP answers the load balancer only.
+    assert sh(sb, DB, f"curl -s -m 5 -o /dev/null http://{address(sb, APP1)}/", ok=False).returncode != 0
+    # (as the load balancer asks, and believed from it: the client used HTTPS)
+    assert sh(sb, LB, f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' -H 'Host: localhost' "
+                      f"-H 'X-Forwarded-Proto: https' http://{address(sb, APP1)}/").stdout == "200"
+    # HAProxy's runtime socket is root's alone.
+    assert sh(sb, LB, "stat -c '%U %a' /run/haproxy/admin.sock").stdout.split() == ["root", "600"]
+    # The database password made on the db server is in no output, -v, --dry and --diff included.
+    for args in (("-v",), ("--diff",), ("--dry",)):
+        run = runner.run(FLEET, "deploy.py", *args, settings=SETTINGS, yes=args != ("--dry",))
+        assert run.returncode == 0, run.explain()
+    password = sh(sb, DB, f"sed -n 's/^PASSWORD=//p' /etc/djdeploy/{APP}-database.env").stdout.strip()
+    assert len(password) >= 20
+    assert password in sh(sb, APP2, f"cat /etc/{APP}/database.env").stdout
+    for what, output in OUTPUTS:
+        assert password not in output, f"the database password printed by {what}"
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+def test_an_app_server_lost_under_load(sb, fleet, pytestconfig):
+    """Its Gunicorn stopped, then the whole server: no request fails; back, it takes traffic
+    again without a deploy."""
+    paths = ["/", "/customers/"]
+    load = Load(fleet[LB].https_port, paths, clients=20, seconds=300, pause=0.05, timeout=15,
+                https=True)
+    with load:
+        time.sleep(3)
+        live = sh(sb, APP1, f"systemctl list-units --state=active --no-legend '{APP}@*.service'").stdout
+        sh(sb, APP1, f"systemctl stop '{APP}@*'")
+        assert live.strip(), "no Gunicorn ran on app 1"
+        time.sleep(8)
+        sb.client.containers.get(sb.container_name(APP1)).stop(timeout=30)
+        time.sleep(8)
+        sb.client.containers.get(sb.container_name(APP1)).start()
+        back = time.monotonic()
+        wait_for_local_health(sb, APP1)
+        healthy = time.monotonic()
+        deadline = healthy + 60
+        while APP1 not in served_by(fleet, tries=6):
+            assert time.monotonic() < deadline, "app 1 did not take traffic again"
+            time.sleep(0.5)
+        serving = time.monotonic()
+        time.sleep(2)
+    result = load.result
+    note(pytestconfig, f"app server lost under load: {result.summary()}; back up {healthy - back:.1f}s "
+                       f"after its start, in the load balancer {serving - healthy:.1f}s after that")
+    assert result.served > 100, result.summary()
+    assert result.failed == 0, f"{result.summary()}; {result.errors}"
+
+
+def wait_for_local_health(sb, name: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            got = sb.exec(name, "curl -s -m 3 -H 'Host: localhost' http://127.0.0.1/_djdeploy/health")
+            if got.stdout.strip() == "ok":
+                return
+        except Exception:  # noqa: BLE001 - the server is still booting
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{name} did not become healthy within {seconds:.0f}s")
+
+
+def test_db_server_reboot_under_load(sb, fleet, pytestconfig):
+    """The site fails while its database is down (told, not hidden) and recovers by itself."""
+    pids = {n: sh(sb, n, f"systemctl show -P MainPID {APP}@a.service {APP}@b.service").stdout.split()
+            for n in (APP1, APP2)}
+    load = Load(fleet[LB].https_port, ["/customers/"], clients=20, seconds=300, pause=0.05,
+                timeout=15, https=True, record=True)
+    with load:
+        time.sleep(3)
+        started = time.monotonic()
+        sb.restart(DB)
+        rebooted = time.monotonic()
+        deadline = rebooted + 120
+        while not answers(fleet, "/customers/"):
+            assert time.monotonic() < deadline, "the site did not recover after the db server's reboot"
+            time.sleep(0.5)
+        time.sleep(3)
+    failing = load.failing_window()
+    note(pytestconfig, f"db server reboot under load ({rebooted - started:.1f}s): "
+                       f"{load.result.summary()}; requests failed for {failing:.1f}s")
+    assert load.result.statuses.get(200, 0) > 100
+    # Recovered by themselves: the same Gunicorn processes serve.
+    for n, before in pids.items():
+        assert sh(sb, n, f"systemctl show -P MainPID {APP}@a.service {APP}@b.service").stdout.split() == before
+    assert lb_get(fleet, "/customers/").status == 200
+
+
+# -- bad layouts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, limit, settings, words", [
+    ({}, [LB, DB, APP1, APP2], {"database": "sqlite"}, ["database: 'sqlite' with a db server"]),
+    ({}, [LB, APP1, APP2], {"database": "sqlite"}, ["'sqlite' with 2 app servers"]),
+    ({}, [LB, APP1, APP2], {"database": "postgresql"}, ["no db server would give each its own database"]),
+    ({}, [DB, APP1, APP2], SETTINGS, ["no load balancer"]),
+    ({}, [LB, DB], SETTINGS, ["no app server"]),
+    ({"fdb2": ["db"]}, [LB, DB, "fdb2", APP1, APP2], SETTINGS, ["2 db servers"]),
+    ({"fboth": ["lb", "app"]}, [DB, "fboth", APP1], SETTINGS, ["'lb' and 'app' cannot share a server"]),
+], ids=["sqlite_with_db_server", "sqlite_on_two_apps", "local_postgresql_on_two_apps", "no_lb",
+        "lb_without_apps", "two_db_servers", "lb_and_app_together"])
+def test_bad_layouts_change_nothing(sb, fleet, runner, extra, limit, settings, words):
+    for name, roles in extra.items():
+        sb.add_server(name, os="debian12", roles=roles)
+    try:
+        before = sh(sb, APP1, f"md5sum /etc/{APP}/app.env /etc/nginx/sites-available/{APP}.conf").stdout
+        run = runner.run(limit, "deploy.py", settings=settings)
+        assert run.returncode != 0, run.explain()
+        assert "Layout error, nothing was changed" in run.output, run.explain()
+        for word in words:
+            assert word in run.output, run.explain()
+        assert len(re.findall("Layout error", run.output)) == 1, run.explain()  # one message
+        assert "Starting operation" not in run.output
+        assert sh(sb, APP1, f"md5sum /etc/{APP}/app.env /etc/nginx/sites-available/{APP}.conf").stdout == before
+    finally:
+        for name in extra:
+            sb.remove_server(name)
