@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from operations import backup, firewall
+from operations.roles import Fleet
 from operations.settings import SettingsError, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,9 +161,19 @@ def test_borgs_error_line_is_kept_and_its_traceback_dropped():
 # -- firewall ---------------------------------------------------------------------------------
 
 
+class Server:
+    """A pyinfra host as the firewall's rules see it: a name and its roles."""
+
+    def __init__(self, *roles: str):
+        self.name, self.data, self.groups = "web1", {"roles": list(roles)}, []
+
+
+ALONE = Fleet()  # one server: no database server, no load balancer
+
+
 def test_firewall_opens_ssh_and_the_site_only():
     s = validate({**BASE})
-    rules = firewall.ruleset(s, [22], app_server=True, holds_db=True)
+    rules = firewall.ruleset(s, [22], Server("app"), ALONE)
     assert "tcp dport { 22, 80 } accept" in rules
     assert "5432" not in rules  # SQLite: no database port
     assert "policy drop" in rules and "ct state established,related accept" in rules
@@ -173,17 +184,17 @@ def test_firewall_database_port_only_from_the_app_servers():
     s = validate({**BASE, "database": "postgresql", "tls": "self-signed",
                   "database_clients": ["10.0.0.11", "10.0.1.0/24", "fd00::11"],
                   "firewall_open_ports": [9100]})
-    rules = firewall.ruleset(s, [2222], app_server=True, holds_db=True)
+    rules = firewall.ruleset(s, [2222], Server("app"), ALONE)
     assert "tcp dport { 80, 443, 2222, 9100 } accept" in rules
     assert "ip saddr { 10.0.0.11, 10.0.1.0/24 } tcp dport 5432 accept" in rules
     assert "ip6 saddr { fd00::11 } tcp dport 5432 accept" in rules
     # One server: no clients listed, the database is reached over loopback only.
-    alone = firewall.ruleset(validate({**BASE, "database": "postgresql"}), [22], True, True)
+    alone = firewall.ruleset(validate({**BASE, "database": "postgresql"}), [22], Server("app"), ALONE)
     assert "5432" not in alone and "iif lo accept" in alone
 
 
 def test_a_backup_server_opens_ssh_only():
-    rules = firewall.ruleset(validate({**BASE}), [22], app_server=False, holds_db=False)
+    rules = firewall.ruleset(validate({**BASE}), [22], Server("backup"), ALONE)
     assert "tcp dport { 22 } accept" in rules
 
 

@@ -69,8 +69,8 @@ def test_inventory_rejects_bad_settings_before_connecting(tmp_path):
     env = {**os.environ, "DJDEPLOY_SETTINGS": str(overrides)}
     code = (
         "import runpy, sys; sys.path.insert(0, '.');"
-        "from operations.inventory import hosts;"
-        "hosts([('web1.example.internal', {})], {'repo_url': 'git://x/y.git'})"
+        "from operations.inventory import groups;"
+        "groups([('web1.example.internal', {})], {'repo_url': 'git://x/y.git'})"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
                             capture_output=True, text=True)
