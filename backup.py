@@ -16,8 +16,8 @@ from operations.settings import from_host
 s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
-if roles.takes_backups(host, s):
+if roles.takes_backups(host, s, fleet):
     system.tools(name="The deploy's scripts: health gate, release build, backup")
     backup.now(name="Back up the database and media now, verified, off-server copy", s=s)
-elif roles.is_app_server(host):
+elif roles.is_app_server(host) and not s.backups:
     raise Stop(f"{host.name}: backups are off (backups: false)")

@@ -30,6 +30,8 @@ if is_app:
         packages += ["nodejs", "npm"]
     if fleet.shared_media:
         packages.append("sshfs")
+    if fleet.db is not None:  # pg_dump of the fleet's database, before migrations and nightly
+        packages.append("postgresql-client")
 if is_db:
     packages += ["postgresql", "python3"]
 if is_lb:
@@ -98,7 +100,8 @@ if is_app:
                        _if=lambda: (units.did_change() or conf.did_change() or env.did_change()
                                     or db.did_change()) and not served.did_change())
     app.manage_wrapper(name=f"{s.app_name}-manage command", s=s)
-    backup.schedule(name=f"Backups: timer ({s.backup_schedule}), off-server copy", s=s)
+    backup.schedule(name=f"Backups: timer ({s.backup_schedule}), off-server copy", s=s,
+                    takes=roles.takes_backups(host, s, fleet))
     logs.rotation(name="Log rotation: audit log (kept whole), backup log", s=s)
 
 if fleet.several:

@@ -21,6 +21,9 @@ from operations.settings import from_host
 s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
+if fleet.db is not None:
+    raise Stop("restore.py restores a site whose database is on its app server; a fleet's database "
+               "server is restored by hand for now (README: Fleet, restore)")
 if roles.is_app_server(host):
     current = host.get_fact(release.CurrentRevision, base=s.base_dir)
     if not current:

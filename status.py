@@ -11,6 +11,11 @@ from pyinfra import host, state
 from operations import app, backup, release, roles
 from operations.settings import from_host
 
+
+def mark(ok: bool) -> str:
+    return "ok  " if ok else "FAIL"
+
+
 s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
@@ -21,11 +26,6 @@ if roles.is_app_server(host):
     st = host.get_fact(release.Status, base=s.base_dir, app=s.app_name, subdir=s.project_subdir,
                        pyenv_root=s.pyenv_root, version=s.python_version,
                        health=s.health_path, python=s.python_bin)
-
-
-    def mark(ok: bool) -> str:
-        return "ok  " if ok else "FAIL"
-
 
     healthy = st.get("health", "").endswith("ok")
     lines = [

@@ -27,6 +27,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 from datetime import datetime, timezone
 
 STAMP = "%Y%m%dT%H%M%SZ"
@@ -88,6 +89,21 @@ def as_postgres(*argv: str) -> list[str]:
 # -- the database copy ------------------------------------------------------------------------
 
 
+def remote_database(env_file: str) -> dict:
+    """libpq's environment for the DATABASE_URL in `env_file` (the password never in argv)."""
+    values = dict(line.split("=", 1) for line in open(env_file).read().splitlines() if "=" in line)
+    url = urllib.parse.urlsplit(values["DATABASE_URL"])
+    query = dict(urllib.parse.parse_qsl(url.query))
+    env = {**os.environ, "PGHOST": url.hostname or "", "PGPORT": str(url.port or 5432),
+           "PGUSER": urllib.parse.unquote(url.username or ""),
+           "PGPASSWORD": urllib.parse.unquote(url.password or ""),
+           "PGDATABASE": url.path.lstrip("/"), "PGCONNECT_TIMEOUT": "10",
+           "PGSSLMODE": query.get("sslmode", "require")}
+    if "sslrootcert" in query:
+        env["PGSSLROOTCERT"] = query["sslrootcert"]
+    return env
+
+
 def dump_database(kind: str, source: str, out: str) -> None:
     """A consistent copy of the live database at `out` (written beside, then renamed), verified."""
     temp = out + ".tmp"
@@ -98,6 +114,9 @@ def dump_database(kind: str, source: str, out: str) -> None:
             live.backup(copy)
         live.close()
         copy.close()
+    elif source.startswith("/"):  # another server's database: its URL in an environment file
+        with open(temp, "wb") as handle:
+            run(["pg_dump", "-Fc"], env=remote_database(source), stdout=handle, what="pg_dump")
     else:
         with open(temp, "wb") as handle:
             run(as_postgres("pg_dump", "-Fc", source), stdout=handle, what="pg_dump")

@@ -82,6 +82,8 @@ def config(s: Settings, server: str) -> dict:
     """The settings files/djdeploy_backup.py reads on the server (no secret in it)."""
     lay, p = Layout(s), Paths(s)
     source = {"sqlite": f"{lay.shared}/data/db.sqlite3", "postgresql": s.app_name}.get(s.database)
+    if s.database_server:  # the fleet's database, reached as the app reaches it
+        source = f"{s.config_dir}/database.env"
     return {
         "app": s.app_name, "server": server, "base": lay.base, "shared": lay.shared,
         "subdir": s.project_subdir, "database": s.database if holds_database(host, s) else "url",
@@ -111,17 +113,18 @@ class TimerState(JsonState):
 
 
 @operation()
-def schedule(s: Settings):
+def schedule(s: Settings, takes: bool = True):
     """
-    The backup timer on the server that holds the database (`backup_schedule`), its settings
+    The backup timer on the server that takes the backups (`backup_schedule`), its settings
     file, and the SSH key and passphrase for the backup server (root only, never printed);
     the timer removed when `backups` is off.
 
     + s: settings
+    + takes: whether this server takes the site's backups (one app server of a fleet)
     """
     p, app = Paths(s), s.app_name
     timer = host.get_fact(TimerState, app=app)
-    if not takes_backups(host, s):
+    if not (takes and takes_backups(host, s)):
         if timer.get("enabled") in ("enabled", "disabled"):
             yield f"systemctl disable -q --now {app}-backup.timer"
             yield sh("rm", "-f", p.unit("timer"), p.unit("service")) + " && systemctl daemon-reload"

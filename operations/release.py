@@ -175,6 +175,8 @@ def backup(s: Settings):
         return
     # files/djdeploy_backup.py: the same verified copy the nightly backups take.
     source = f"{lay.shared}/data/db.sqlite3" if s.database == "sqlite" else s.app_name
+    if s.database_server:  # the fleet's database server, over TLS (pg_dump here)
+        source = f"{s.config_dir}/database.env"
     dump = sh(s.python_bin, TOOLS["backup"], "dump", "--database", s.database, "--source", source,
               "--out", dest)
     yield f"if [ -f {sh(source)} ]; then {dump}; fi" if s.database == "sqlite" else dump

@@ -157,12 +157,14 @@ def holds_database(host, s: Settings, fleet: Fleet | None = None) -> bool:
 
 
 def takes_backups(host, s: Settings, fleet: Fleet | None = None) -> bool:
-    """Whether this server runs the backup timer: the one holding the database; without one
-    (`database: url`), the first app server, for the media."""
+    """Whether this server runs the backup timer: the app server holding the database; in a
+    fleet with a db server, the first app server (`pg_dump` over TLS, the shared media); without
+    one (`database: url`), the app server, for the media."""
     if not s.backups:
         return False
     if fleet is not None and fleet.db is not None:
-        return host.name == fleet.db.name
+        # The first app server: it reaches the database over TLS and sees the shared media.
+        return host.name == fleet.first_app.name
     return is_app_server(host)
 
 
