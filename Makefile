@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Poetry reads the same package index as this machine's pip (internal mirrors included).
 INDEX = $(shell $(BIN)/python -c "from sandbox.hostinfo import package_index_url; print(package_index_url())")
 
-.PHONY: demo test setup host-packages example-app-test
+.PHONY: demo demo-fleet test setup host-packages example-app-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,18 @@ demo: host-packages setup
 	$(BIN)/python -m sandbox ssh sandbox-1 -- sudo bizsite-manage load_demo_data
 	$(BIN)/python -m sandbox status
 	@echo "Open the http URL above (the site answers to Host localhost)."
+
+# A fleet: a load balancer, a database server and two app servers, in a state dir of their own
+# (`SANDBOX_STATE=.sandbox-fleet .venv/bin/python -m sandbox down` removes it). The last line is
+# the load balancer's HTTPS address.
+FLEET := SANDBOX_STATE=$(abspath .sandbox-fleet)
+demo-fleet: host-packages setup
+	$(FLEET) $(BIN)/python -m sandbox up --roles lb,db,app,app
+	$(FLEET) DJDEPLOY_SETTINGS=sandbox/fleet-settings.json $(BIN)/pyinfra -y inventory.py deploy.py
+	$(FLEET) $(BIN)/python -m sandbox ssh app-1 -- sudo bizsite-manage load_demo_data
+	$(FLEET) $(BIN)/python -m sandbox status
+	@echo "Open the https URL below (self-signed certificate; the site answers to Host localhost):"
+	@$(FLEET) $(BIN)/python -m sandbox url lb-1 --https
 
 example-app-test: setup
 	cd example_app && POETRY_PYPI_MIRROR_URL=$(INDEX) POETRY_VIRTUALENVS_IN_PROJECT=true \

@@ -1,4 +1,4 @@
-"""Command line: python -m sandbox up|down|status|ssh|restart|snapshot."""
+"""Command line: python -m sandbox up|down|status|ssh|restart|snapshot|settings|url."""
 
 from __future__ import annotations
 
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name")
     p.add_argument("tag")
     p = sub.add_parser("settings", help="print deploy settings (JSON) for the source server")
+    p = sub.add_parser("url", help="print a server's web address on this machine")
+    p.add_argument("name")
+    p.add_argument("--https", action="store_true")
     args = parser.parse_args(argv)
 
     sb = Sandbox(args.state_dir)
@@ -89,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{server.name}: {state} (rebooted in {time.monotonic() - start:.1f}s)")
         elif args.command == "snapshot":
             print(sb.snapshot(args.name, args.tag))
+        elif args.command == "url":
+            server = sb.server(args.name)
+            print(server.https_url if args.https else server.http_url)
         elif args.command == "settings":
             print(json.dumps(sb.deploy_settings(), indent=2))
     except SandboxError as exc:
