@@ -138,7 +138,8 @@ def verify_database(kind: str, path: str) -> None:
             raise Failure(f"{path} fails PRAGMA integrity_check: {rows[:3]}")
     else:
         with open(path, "rb") as handle:
-            listing = run(as_postgres("pg_restore", "-l"), stdin=handle, what="pg_restore -l")
+            # Reads the file only: no server, no postgres account needed (a fleet's app server).
+            listing = run(["pg_restore", "-l"], stdin=handle, what="pg_restore -l")
         if "TABLE DATA" not in listing and "TABLE " not in listing:
             raise Failure(f"{path}: pg_restore -l lists no table")
 

@@ -6,7 +6,7 @@
 The servers are `flb` (lb), `fdb` (db), `fapp1` and `fapp2` (app); runs limit themselves to them.
 The tests run in file order and share the fleet: a first deploy, a second that changes nothing,
 data and uploads shared, security, an app server lost under load, the db server rebooted, bad
-layouts.
+layouts, then an update with a migration and a backup.
 """
 
 from __future__ import annotations
@@ -120,30 +120,6 @@ def test_rows_and_uploads_are_shared(sb, fleet):
     assert through_app2 == "uploaded on app 1\n"
     got = lb_get(fleet, f"/media/{saved}")
     assert (got.status, got.body) == (200, "uploaded on app 1\n")
-
-
-def test_update_migrates_once_after_a_backup_of_the_fleets_database(sb, fleet, runner):
-    bare = sb.source.repo_path("example_app")
-    commit = push_branches(bare, {"fleet-b": ("main", both(page_note("Fleet release B"),
-                                                           add_column("fleet_tier")),
-                                              "Fleet release B: a page change and a column")},
-                           author="Fleet Tests")["fleet-b"]
-    run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-b"})
-    assert run.returncode == 0, run.explain()
-    # The database server's data, dumped over TLS by the first app server before it migrated.
-    sh(sb, APP1, f"pg_restore -l /srv/{APP}/shared/backups/before-{commit[:12]}.dump | grep -q customer")
-    assert run.output.count("Migrate the database") >= 1
-    for name in (APP1, APP2):
-        version = sh(sb, name, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version").stdout
-        assert commit in version, (name, version)
-    assert "Fleet release B" in lb_get(fleet).body
-    assert manage(sb, APP2, "from sales.models import Customer; "
-                            "print(Customer.objects.filter(name='Written on app 1').count())") == "1"
-    # The nightly backup: taken by the first app server, database and shared uploads.
-    run = runner.run(FLEET, "backup.py", settings={**SETTINGS, "revision": "fleet-b"})
-    assert run.returncode == 0, run.explain()
-    assert re.search(rf"backup {APP1}-\d", run.output), run.explain()
-    assert not re.search(rf"backup {APP2}-\d", run.output), run.explain()
 
 
 # -- security -----------------------------------------------------------------------------------
@@ -280,3 +256,33 @@ def test_bad_layouts_change_nothing(sb, fleet, runner, extra, limit, settings, w
     finally:
         for name in extra:
             sb.remove_server(name)
+
+
+# -- an update (last: the fleet moves to another revision) ------------------------------------
+
+
+def test_update_migrates_once_after_a_backup_of_the_fleets_database(sb, fleet, runner):
+    bare = sb.source.repo_path("example_app")
+    commit = push_branches(bare, {"fleet-b": ("main", both(page_note("Fleet release B"),
+                                                           add_column("fleet_tier")),
+                                              "Fleet release B: a page change and a column")},
+                           author="Fleet Tests")["fleet-b"]
+    run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-b"})
+    assert run.returncode == 0, run.explain()
+    # The database server's data, dumped over TLS by the first app server before it migrated.
+    sh(sb, APP1, f"pg_restore -l /srv/{APP}/shared/backups/before-{commit[:12]}.dump | grep -q customer")
+    columns = manage(sb, APP2, "from django.db import connection as c; from sales.models import Customer; "
+                               "print([d.name for d in c.introspection.get_table_description("
+                               "c.cursor(), Customer._meta.db_table)])")
+    assert "'fleet_tier'" in columns, columns
+    for name in (APP1, APP2):
+        version = sh(sb, name, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version").stdout
+        assert commit in version, (name, version)
+    assert "Fleet release B" in lb_get(fleet).body
+    assert manage(sb, APP2, "from sales.models import Customer; "
+                            "print(Customer.objects.filter(name='Written on app 1').count())") == "1"
+    # The nightly backup: taken by the first app server, database and shared uploads.
+    run = runner.run(FLEET, "backup.py", settings={**SETTINGS, "revision": "fleet-b"})
+    assert run.returncode == 0, run.explain()
+    assert re.search(rf"backup {APP1}-\d", run.output), run.explain()
+    assert not re.search(rf"backup {APP2}-\d", run.output), run.explain()
