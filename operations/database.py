@@ -48,12 +48,7 @@ def postgresql(s: Settings):
     # The password exists only on the server: made here, given to psql on stdin, kept in a file.
     yield (
         "umask 077 && pw=$(head -c 24 /dev/urandom | base64 -w0 | tr '+/' '-_') && "
-        f"if runuser -u postgres -- psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='{name}'\" | grep -q 1; "
-        f"then printf \"ALTER ROLE {name} LOGIN PASSWORD '%s';\" \"$pw\"; "
-        f"else printf \"CREATE ROLE {name} LOGIN PASSWORD '%s';\" \"$pw\"; fi "
-        "| runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 && "
-        f"{{ runuser -u postgres -- psql -tAc \"SELECT 1 FROM pg_database WHERE datname='{name}'\" | grep -q 1 || "
-        f"runuser -u postgres -- createdb -O {name} {name}; }} && "
+        + role_and_database(name) + " && "
         f"printf 'DATABASE_URL=postgres://{name}:%s@localhost:5432/{name}\\n' \"$pw\" > {sh(env_file)} && "
         + sh("chgrp", name, env_file) + " && " + sh("chmod", "640", env_file)
     )
@@ -151,12 +146,7 @@ def server(s: Settings, address: str, clients: list[str]):
     yield (
         f"mkdir -p -m 700 {SERVER_SECRETS} && umask 077 && "
         "pw=$(head -c 24 /dev/urandom | base64 -w0 | tr '+/' '-_') && "
-        f"if runuser -u postgres -- psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='{name}'\" | grep -q 1; "
-        f"then printf \"ALTER ROLE {name} LOGIN PASSWORD '%s';\" \"$pw\"; "
-        f"else printf \"CREATE ROLE {name} LOGIN PASSWORD '%s';\" \"$pw\"; fi "
-        "| runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 && "
-        f"{{ runuser -u postgres -- psql -tAc \"SELECT 1 FROM pg_database WHERE datname='{name}'\" | grep -q 1 || "
-        f"runuser -u postgres -- createdb -O {name} {name}; }} && "
+        + role_and_database(name) + " && "
         f"printf 'PASSWORD=%s\\n' \"$pw\" > {sh(password_file(s))}"
     )
 
@@ -179,6 +169,19 @@ def remote_url(s: Settings, address: str, password: str) -> str:
     extra = f"&sslrootcert={s.config_dir}/database-ca.crt" if s.database_tls_ca else ""
     return (f"postgres://{s.app_name}:{quote(password, safe='')}@{address}:5432/{s.app_name}"
             f"?sslmode={mode}{extra}")
+
+
+def role_and_database(name: str) -> str:
+    """Shell: the PostgreSQL role `name` with the password in `$pw` (made or reset), and its
+    database `name` (made when missing)."""
+    return (
+        f"if runuser -u postgres -- psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='{name}'\" | grep -q 1; "
+        f"then printf \"ALTER ROLE {name} LOGIN PASSWORD '%s';\" \"$pw\"; "
+        f"else printf \"CREATE ROLE {name} LOGIN PASSWORD '%s';\" \"$pw\"; fi "
+        "| runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 && "
+        f"{{ runuser -u postgres -- psql -tAc \"SELECT 1 FROM pg_database WHERE datname='{name}'\" | grep -q 1 || "
+        f"runuser -u postgres -- createdb -O {name} {name}; }}"
+    )
 
 
 @operation()
