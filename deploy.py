@@ -10,8 +10,8 @@ shared media), its load balancer (HAProxy) and backup servers.
 
 from pyinfra import host, state
 
-from operations import (app, backup, database, firewall, gunicorn, haproxy, logs, maintenance,
-                        media, nginx, python_env, roles, system)
+from operations import (app, backup, database, firewall, fleetrun, gunicorn, haproxy, logs,
+                        maintenance, media, nginx, python_env, roles, system)
 from operations.settings import from_host
 
 s = from_host(host)
@@ -21,6 +21,7 @@ is_app, is_db, is_lb = roles.is_app_server(host), roles.is_db_server(host), role
 
 packages = [*logs.PACKAGES, *(firewall.PACKAGES if s.firewall else [])]
 if is_app:
+    fleetrun.keep_fleet_release(fleet, s)
     app.planned_commit(s)
     app.planned_project(s)
     packages += [*python_env.BUILD_PACKAGES, "nginx", "openssl", *s.apt_packages]
@@ -35,7 +36,7 @@ if is_app:
 if is_db:
     packages += ["postgresql", "python3"]
 if is_lb:
-    packages += ["haproxy", "openssl"]
+    packages += ["haproxy", "openssl", "curl", "socat"]  # curl, socat: checks during updates
 if s.backups and (is_app or is_db):
     packages += ["borgbackup", "rsync"]
 if roles.is_backup_server(host):

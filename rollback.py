@@ -8,7 +8,7 @@ Migrations are not undone: the release you return to runs on the newer schema. S
 
 from pyinfra import host, logger, state
 
-from operations import app, gunicorn, release, roles
+from operations import app, fleetrun, gunicorn, release, roles
 from operations.common import Stop
 from operations.settings import from_host
 
@@ -16,7 +16,9 @@ s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
 
-if roles.is_app_server(host):
+if fleet.several:  # every app server, all or nothing: operations/fleetrun.py
+    fleetrun.run(state, s, fleet, "rollback")
+elif roles.is_app_server(host):
     from_rev = host.get_fact(release.CurrentRevision, base=s.base_dir)
     subdir = app.effective(s, from_rev).project_subdir if from_rev else s.project_subdir
     target = host.get_fact(release.RollbackTarget, base=s.base_dir, subdir=subdir,
@@ -35,7 +37,7 @@ if roles.is_app_server(host):
     state.add_callback_handler(release.ReleaseOnFailure(s, "rollback", from_rev, to_rev))
     release.locked(name="Take the deploy lock", s=s, action=f"rollback to {to_rev[:12]}",
                    break_lock=s.break_lock)
-    if s.restore_backup and fleet.runs_once(host, s):
+    if s.restore_backup:
         release.restored(name=f"Restore the database backup taken before {from_rev[:12]}", s=s,
                          undoing=from_rev)
     gunicorn.config(name="gunicorn.conf.py of the release", s=s, commit=to_rev)

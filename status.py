@@ -4,11 +4,16 @@
 
 Current release and revision, Gunicorn slots and nginx, health, pending migrations, the last
 audit log entries, the latest backups, and the runbook's own checks (R3-R8).
+
+A fleet gets one table first (server, role, release, live slot, health on the server and from
+the load balancer, the load balancer's view of it, database reachable, pending migrations),
+and the run exits non-zero when the app servers serve different releases or one is unhealthy.
 """
 
-from pyinfra import host, state
+from pyinfra import host, logger, state
 
-from operations import app, backup, release, roles
+from operations import app, backup, database, haproxy, release, roles
+from operations.common import Stop
 from operations.settings import from_host
 
 
@@ -16,9 +21,63 @@ def mark(ok: bool) -> str:
     return "ok  " if ok else "FAIL"
 
 
+def fleet_table(fleet, s):
+    """One line per server of the fleet; the problems that make the fleet not whole."""
+    view = {}
+    if fleet.lb is not None:
+        ls = from_host(fleet.lb)
+        view = fleet.lb.get_fact(haproxy.BalancerView, app=s.app_name,
+                                 servers=[(h.name, roles.address_of(h)) for h in fleet.apps],
+                                 port=ls.http_port, path=ls.health_path,
+                                 host_header=[n for n in (ls.server_names or [fleet.lb.name]) if "*" not in n][0])
+    rows, problems, releases = [], [], {}
+    header = ("server", "role", "release", "live", "health", "from lb", "in haproxy", "database", "pending")
+    for h in [*fleet.lbs, *fleet.dbs, *fleet.apps, *fleet.backups]:
+        kind = ",".join(sorted(roles.roles_of(h)))
+        if not roles.is_app_server(h):
+            if h.name not in [r[0] for r in rows]:
+                rows.append((h.name, kind, "", "", "", "", "", "", ""))
+            continue
+        hs = fleet.settings_for(h, from_host(h))
+        st = h.get_fact(release.Status, base=hs.base_dir, app=hs.app_name, subdir=hs.project_subdir,
+                        pyenv_root=hs.pyenv_root, version=hs.python_version,
+                        health=hs.health_path, python=hs.python_bin)
+        db = (h.get_fact(database.Reachable, address=hs.database_server) if hs.database_server
+              else "local")
+        seen = view.get(h.name, {})
+        healthy = st.get("health", "").endswith("ok")
+        revision = st.get("revision", "")[:12]
+        releases[h.name] = revision
+        rows.append((h.name, kind, revision or "(none)", st.get("live") or "-",
+                     "ok" if healthy else "FAIL", seen.get("health") or "-",
+                     " ".join(filter(None, (seen.get("haproxy"), seen.get("check")))) or "-",
+                     db, st.get("pending") or "?"))
+        if not healthy:
+            problems.append(f"{h.name} is not healthy ({st.get('health') or 'no answer'})")
+        if fleet.lb is not None and seen.get("haproxy") != "UP":
+            problems.append(f"{h.name} is {seen.get('haproxy') or 'unknown'} in the load balancer")
+    if len(set(releases.values())) > 1:
+        problems.append("the app servers serve different releases ("
+                        + ", ".join(f"{n} {r or '(none)'}" for n, r in releases.items())
+                        + "): run update.py or rollback.py")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return lines, problems
+
+
 s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
+
+# Once per run (the servers' code runs side by side; nothing here waits between the test and
+# the mark).
+if fleet.several and not getattr(state, "djdeploy_fleet_table", False):
+    state.djdeploy_fleet_table = True
+    lines, problems = fleet_table(fleet, s)
+    print(f"== fleet {s.app_name} ==\n" + "\n".join(lines))
+    if problems:
+        raise Stop(f"fleet {s.app_name} is not whole: " + "; ".join(problems))
+    logger.info(f"fleet {s.app_name}: every app server healthy on one release")
 
 if roles.is_app_server(host):
     revision = host.get_fact(release.CurrentRevision, base=s.base_dir)

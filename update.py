@@ -6,11 +6,14 @@ The new release is built beside the running one and checked (Django's deploy che
 app imports, Gunicorn accepts its config), the database backed up and migrated,
 then started in the idle Gunicorn slot and switched to only once it answers healthy. Any
 failure leaves the previous release serving, releases the lock and exits non-zero.
+
+A fleet (several servers) moves all its app servers together, all or nothing: see
+operations/fleetrun.py.
 """
 
 from pyinfra import host, state
 
-from operations import app, gunicorn, release, roles, system
+from operations import app, fleetrun, gunicorn, release, roles, system
 from operations.common import Stop
 from operations.settings import from_host
 
@@ -18,7 +21,9 @@ s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
 
-if roles.is_app_server(host):
+if fleet.several:
+    fleetrun.run(state, s, fleet, "update")
+elif roles.is_app_server(host):
     from_rev = host.get_fact(release.CurrentRevision, base=s.base_dir)
     if not from_rev:
         raise Stop(f"{host.name}: nothing is deployed yet; run deploy.py first")
@@ -40,9 +45,8 @@ if roles.is_app_server(host):
                          "pre-flight checks (U2, U3)", s=s)
         gunicorn.config(name="gunicorn.conf.py of the release", s=s)
         gunicorn.units(name="Gunicorn systemd units: what the release writes into", s=s)
-        if fleet.runs_once(host, s):
-            release.backup(name="Back up the database", s=s)
-            app.migrate(name="Migrate the database (U4)", s=s)
+        release.backup(name="Back up the database", s=s)
+        app.migrate(name="Migrate the database (U4)", s=s)
         gunicorn.serve(name="Start the release in the idle slot, health-gated switch (U1, U5)", s=s)
         release.pruned(name=f"Keep the last {s.keep_releases} releases", s=s)
         release.unlocked(name="Release the lock, write the audit log", s=s, action="update",

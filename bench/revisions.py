@@ -60,6 +60,20 @@ def add_column(name: str) -> Edit:
     return edit
 
 
+def unhealthy_where(flag: str) -> Edit:
+    """A release whose /healthz/ answers 503 on a server where the file `flag` exists (one
+    server of a fleet made unhealthy on purpose)."""
+    def edit(root: Path) -> None:
+        views = root / "bizsite/views.py"
+        body = views.read_text()
+        anchor = '    """200 "ok" when the database answers a trivial query, 503 otherwise."""\n'
+        assert anchor in body
+        check = (f"    import os\n    if os.path.exists({flag!r}):\n"
+                 '        return _plain("unhealthy on purpose", status=503)\n')
+        views.write_text(body.replace(anchor, anchor + check, 1))
+    return edit
+
+
 def both(*edits: Edit) -> Edit:
     def edit(root: Path) -> None:
         for one in edits:

@@ -125,6 +125,15 @@ def dump_database(kind: str, source: str, out: str) -> None:
     os.replace(temp, out)
 
 
+def load_remote(env_file: str, dump: str) -> None:
+    """A dump of `dump_database` put back into another server's database (its URL in an
+    environment file), in one transaction: what the dump holds replaces what is there."""
+    with open(dump, "rb") as handle:
+        run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
+             "--exit-on-error", "-d", remote_database(env_file)["PGDATABASE"]],
+            env=remote_database(env_file), stdin=handle, what="pg_restore")
+
+
 def verify_database(kind: str, path: str) -> None:
     """SQLite: `PRAGMA integrity_check` says ok. PostgreSQL: `pg_restore -l` lists the dump."""
     if kind == "sqlite":
@@ -533,6 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database", choices=("sqlite", "postgresql"), required=True)
     p.add_argument("--source", required=True, help="SQLite file or PostgreSQL database name")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("load")
+    p.add_argument("--source", required=True, help="the environment file with DATABASE_URL")
+    p.add_argument("--dump", required=True)
     p = sub.add_parser("create")
     p.add_argument("--at", help="take the backup as of this UTC time (tests of the retention)")
     sub.add_parser("list")
@@ -547,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "dump":
             dump_database(args.database, args.source, args.out)
+            return 0
+        if args.command == "load":
+            load_remote(args.source, args.dump)
             return 0
         with open(args.config) as handle:
             cfg = json.load(handle)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 
-from .common import config_file, render, sh
+from .common import JsonState, config_file, render, sh
 from .settings import Settings
 
 
@@ -205,3 +205,14 @@ def connection(s: Settings, db_host, address: str):
     yield from config_file._inner(path=f"{s.config_dir}/database.env",
                                   content=f"DATABASE_URL={remote_url(s, address, password)}\n",
                                   group=s.app_name, mode=0o640, secret=True)
+
+
+class Reachable(JsonState):
+    """
+    Whether the fleet's PostgreSQL accepts connections from this server (`pg_isready`):
+    "ok" or "FAIL".
+    """
+
+    def command(self, address: str) -> str:
+        return (f"if pg_isready -q -t 5 -h {sh(address)} -p 5432; then echo '\"ok\"'; "
+                "else echo '\"FAIL\"'; fi")

@@ -111,6 +111,75 @@ def health_command(s: Settings, commit: str, slot: str | None = None) -> str:
     return sh(s.python_bin, HEALTH, *args)
 
 
+def set_current_command(lay: Layout, rel: str) -> str:
+    """`current` -> rel, atomically; `previous` remembers what `current` was (rollback's default
+    target, never pruned)."""
+    return (f"prev=$(readlink {sh(lay.current)}); "
+            f"if [ -n \"$prev\" ] && [ \"$prev\" != {sh(rel)} ]; then "
+            f"ln -sfn \"$prev\" {sh(lay.base)}/previous.new && mv -T {sh(lay.base)}/previous.new {sh(lay.base)}/previous; fi; "
+            f"ln -sfn {sh(rel)} {sh(lay.current)}.new && mv -T {sh(lay.current)}.new {sh(lay.current)}")
+
+
+def other_slot(slot: str) -> str:
+    return SLOTS[1 - SLOTS.index(slot)]
+
+
+def start_commands(s: Settings, commit: str, rel: str, slot: str) -> list[str]:
+    """The release started in `slot` and health-checked through its socket (not through
+    nginx): two commands. A release that does not answer healthy is stopped, its journal
+    printed, and the step fails."""
+    lay = Layout(s)
+    unit = f"{s.app_name}@{slot}"
+    manifest = f"{lay.shared}/static/{STATIC_MANIFEST}"
+    # Each step below is one command: a switch is a handful of round trips, not dozens.
+    give_up = (f"{{ systemctl stop {unit}.service {unit}.socket; "
+               f"journalctl -u {unit}.service -n 15 --no-pager -o cat >&2; exit 1; }}")
+    return [
+        " && ".join([
+            f"{{ test -f {sh(rel + '/' + COMPLETE)} || {{ echo 'release {rel} is incomplete' >&2; exit 1; }}; }}",
+            f"mkdir -p {sh(lay.base + '/slots')}",
+            f"ln -sfn {sh(rel)} {sh(lay.base)}/slots/{slot}.new",
+            f"mv -T {sh(lay.base)}/slots/{slot}.new {sh(lay.base)}/slots/{slot}",
+            f"{{ [ ! -f {sh(rel + '/' + STATIC_MANIFEST)} ] || {{ cp {sh(rel + '/' + STATIC_MANIFEST)} "
+            f"{sh(manifest + '.new')} && mv -f {sh(manifest + '.new')} {sh(manifest)}; }}; }}",
+            f"systemctl stop {unit}.service",
+            f"systemctl start {unit}.socket {unit}.service",
+        ]),
+        (f"{{ {health_command(s, commit, slot)} || {give_up}; }} && "
+         f"systemctl enable -q {unit}.socket {unit}.service"),
+    ]
+
+
+def switch_parts(s: Settings, commit: str, rel: str, slot: str, live: str) -> tuple[str, list[str]]:
+    """nginx pointed at `slot` (which runs the release) if `nginx -t` accepts it, then the
+    health gate through nginx and `current` -> rel; a failed gate puts traffic back on `live`,
+    stops `slot` and fails. The first command, and the parts of the second."""
+    upstream = upstream_path(s)
+    unit = f"{s.app_name}@{slot}"
+    switch_to = render("nginx-upstream.conf.j2", app_name=s.app_name, slot=slot)
+    back_to = render("nginx-upstream.conf.j2", app_name=s.app_name, slot=live)
+    point = (f"printf %s {sh(switch_to)} > {sh(upstream + '.djdeploy-new')} && "
+             + apply_command({upstream: upstream + ".djdeploy-new"}))
+    revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
+              f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
+              "echo 'traffic returned to the previous release' >&2; exit 1; }")
+    return point, [f"{{ {health_command(s, commit)} || {revert}; }}",
+                   f"{{ {set_current_command(Layout(s), rel)}; }}"]
+
+
+def retire_parts(s: Settings, slot: str) -> list[str]:
+    """Once nginx's old workers have drained, `slot` finishes its last requests in the
+    background (the other one already serves)."""
+    old = f"{s.app_name}@{slot}"
+    return [sh(s.python_bin, HEALTH, "--drain", "10"),
+            f"systemctl disable -q {old}.socket {old}.service",
+            f"systemctl stop --no-block {old}.service {old}.socket"]
+
+
+def serving_now(s: Settings) -> dict:
+    return host.get_fact(Serving, base=Layout(s).base, app=s.app_name, upstream=upstream_path(s))
+
+
 @operation()
 def serve(s: Settings, commit: str | None = None):
     """
@@ -124,15 +193,10 @@ def serve(s: Settings, commit: str | None = None):
     """
     lay = Layout(s)
     commit, rel = target_release(s, commit)
-    app = s.app_name
-    now = host.get_fact(Serving, base=lay.base, app=app, upstream=upstream_path(s))
+    now = serving_now(s)
     live = now.get("live") or "a"
     live_ok = now.get("running", {}).get(live) == "active"
-    # `previous` remembers what `current` was: rollback's default target, never pruned.
-    set_current = (f"prev=$(readlink {sh(lay.current)}); "
-                   f"if [ -n \"$prev\" ] && [ \"$prev\" != {sh(rel)} ]; then "
-                   f"ln -sfn \"$prev\" {sh(lay.base)}/previous.new && mv -T {sh(lay.base)}/previous.new {sh(lay.base)}/previous; fi; "
-                   f"ln -sfn {sh(rel)} {sh(lay.current)}.new && mv -T {sh(lay.current)}.new {sh(lay.current)}")
+    set_current = set_current_command(lay, rel)
     if commit and now.get(live) == rel and live_ok:
         if now.get("current") == rel:
             host.noop(f"release {commit[:12]} serves in slot {live}")
@@ -140,45 +204,110 @@ def serve(s: Settings, commit: str | None = None):
             yield set_current
         return
 
-    slot = live if not (live_ok and now.get(live)) else SLOTS[1 - SLOTS.index(live)]
-    unit = f"{app}@{slot}"
-    manifest = f"{lay.shared}/static/{STATIC_MANIFEST}"
-    # Each step below is one command: a switch is a handful of round trips, not dozens.
-    yield " && ".join([
-        f"{{ test -f {sh(rel + '/' + COMPLETE)} || {{ echo 'release {rel} is incomplete' >&2; exit 1; }}; }}",
-        f"mkdir -p {sh(lay.base + '/slots')}",
-        f"ln -sfn {sh(rel)} {sh(lay.base)}/slots/{slot}.new",
-        f"mv -T {sh(lay.base)}/slots/{slot}.new {sh(lay.base)}/slots/{slot}",
-        f"{{ [ ! -f {sh(rel + '/' + STATIC_MANIFEST)} ] || {{ cp {sh(rel + '/' + STATIC_MANIFEST)} "
-        f"{sh(manifest + '.new')} && mv -f {sh(manifest + '.new')} {sh(manifest)}; }}; }}",
-        f"systemctl stop {unit}.service",
-        f"systemctl start {unit}.socket {unit}.service",
-    ])
-    give_up = (f"{{ systemctl stop {unit}.service {unit}.socket; "
-               f"journalctl -u {unit}.service -n 15 --no-pager -o cat >&2; exit 1; }}")
-    yield (f"{{ {health_command(s, commit or s.revision, slot)} || {give_up}; }} && "
-           f"systemctl enable -q {unit}.socket {unit}.service")
+    slot = live if not (live_ok and now.get(live)) else other_slot(live)
+    yield from start_commands(s, commit or s.revision, rel, slot)
     if slot == live:
         yield health_command(s, commit or s.revision) + " && { " + set_current + "; }"
         return
-    old = f"{app}@{live}"
+    point, checked = switch_parts(s, commit or s.revision, rel, slot, live)
+    yield point
+    yield " && ".join(checked + retire_parts(s, live))
+
+
+# -- a fleet's update, step by step: every app server starts the release, then they switch
+# (canary first, then batches), then the old slots stop. Each step is idempotent, so a run
+# that was stopped half way converges when run again.
+
+
+@operation()
+def started(s: Settings, commit: str | None = None):
+    """
+    The release running and healthy in the idle slot, not yet live (the live slot when nothing
+    serves); a release that does not answer healthy is stopped and the step fails.
+
+    + s: settings
+    + commit: the release; default the target revision's
+    """
+    commit, rel = target_release(s, commit)
+    now = serving_now(s)
+    live = now.get("live") or "a"
+    running = now.get("running", {})
+    if commit and now.get(live) == rel and running.get(live) == "active":
+        host.noop(f"release {commit[:12]} serves in slot {live}")
+        return
+    slot = other_slot(live) if running.get(live) == "active" and now.get(live) else live
+    if commit and now.get(slot) == rel and running.get(slot) == "active":
+        # Started by a run that stopped before its switch: checked again, not restarted.
+        yield start_commands(s, commit, rel, slot)[1]
+        return
+    yield from start_commands(s, commit or s.revision, rel, slot)
+
+
+@operation()
+def switched(s: Settings, commit: str | None = None):
+    """
+    Traffic on the slot that runs the release (`started` before): nginx switched gracefully,
+    the health gate through nginx, then `current` -> the release. A failed gate puts traffic
+    back and fails. The old slot keeps running until `retired`, so the switch can be undone.
+
+    + s: settings
+    + commit: the release; default the target revision's
+    """
+    lay = Layout(s)
+    commit, rel = target_release(s, commit)
+    now = serving_now(s)
+    live = now.get("live") or "a"
+    if commit and now.get(live) == rel:
+        if now.get("current") == rel:
+            host.noop(f"release {commit[:12]} serves in slot {live}")
+        else:  # a switch that stopped half way: nginx may not have loaded it yet
+            yield (f"systemctl reload nginx && {health_command(s, commit)} && "
+                   f"{{ {set_current_command(lay, rel)}; }}")
+        return
+    point, checked = switch_parts(s, commit or s.revision, rel, other_slot(live), live)
+    yield point
+    yield " && ".join(checked)
+
+
+@operation()
+def retired(s: Settings):
+    """
+    The slot that is not live disabled and stopped, once nginx's old workers have drained.
+
+    + s: settings
+    """
+    now = serving_now(s)
+    idle = other_slot(now.get("live") or "a")
+    if now.get("running", {}).get(idle) in ("inactive", "failed", "unknown", None):
+        host.noop(f"slot {idle} is stopped")
+        return
+    yield " && ".join(retire_parts(s, idle))
+
+
+def switch_back_command(s: Settings, rel: str, live: str, was_current: str, was_previous: str) -> str:
+    """What undoes this run's step on a server of a fleet whose run failed: traffic back on
+    `live` (which still runs the release it ran) if nginx was switched away from it, `current`
+    and `previous` as they were, and the slot this run started stopped. Changes nothing that
+    this run did not do; fails when the old slot no longer runs."""
+    lay = Layout(s)
+    slot = other_slot(live)
+    unit, old = f"{s.app_name}@{slot}", f"{s.app_name}@{live}"
     upstream = upstream_path(s)
-    switch_to = render("nginx-upstream.conf.j2", app_name=app, slot=slot)
-    back_to = render("nginx-upstream.conf.j2", app_name=app, slot=live)
-    yield (f"printf %s {sh(switch_to)} > {sh(upstream + '.djdeploy-new')} && "
-           + apply_command({upstream: upstream + ".djdeploy-new"}))
-    revert = (f"{{ printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx; "
-              f"systemctl stop {unit}.service {unit}.socket; systemctl disable -q {unit}.socket {unit}.service; "
-              "echo 'traffic returned to the previous release' >&2; exit 1; }")
-    # Once nginx's old workers have drained, the old slot finishes its last requests in the
-    # background; the new one already serves.
-    yield " && ".join([
-        f"{{ {health_command(s, commit or s.revision)} || {revert}; }}",
-        f"{{ {set_current}; }}",
-        sh(s.python_bin, HEALTH, "--drain", "10"),
-        f"systemctl disable -q {old}.socket {old}.service",
-        f"systemctl stop --no-block {old}.service {old}.socket",
-    ])
+    back_to = render("nginx-upstream.conf.j2", app_name=s.app_name, slot=live)
+    relink = (f"ln -sfn {sh(was_current)} {sh(lay.current)}.new && mv -T {sh(lay.current)}.new {sh(lay.current)}"
+              if was_current else "true")
+    if was_previous:
+        relink += (f" && ln -sfn {sh(was_previous)} {sh(lay.base)}/previous.new && "
+                   f"mv -T {sh(lay.base)}/previous.new {sh(lay.base)}/previous")
+    return (
+        f"[ \"$(readlink {sh(lay.base)}/slots/{slot})\" = {sh(rel)} ] || {{ echo 'nothing started here'; exit 0; }}; "
+        f"if grep -q '/run/{s.app_name}/{slot}\\.sock' {sh(upstream)}; then "
+        f"systemctl is-active -q {old}.service || {{ echo 'slot {live} no longer runs: cannot switch back' >&2; exit 1; }}; "
+        f"printf %s {sh(back_to)} > {sh(upstream)} && systemctl reload nginx && {relink} && "
+        f"echo 'switched back to slot {live}'; fi; "
+        f"systemctl disable -q {unit}.socket {unit}.service; systemctl stop --no-block {unit}.service {unit}.socket; "
+        f"echo 'slot {slot} stopped'"
+    )
 
 
 @operation()

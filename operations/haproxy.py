@@ -10,7 +10,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, operation
 
-from .common import FileDigests, PathStates, config_file, render, sh
+from .common import FileDigests, JsonState, PathStates, config_file, render, sh
 from .roles import address_of
 from .settings import Settings
 
@@ -46,11 +46,15 @@ def certificate_path(s: Settings) -> str:
     return f"{CERTS}/{s.app_name}.pem"
 
 
+def check_host(s: Settings) -> str:
+    """The Host header of HAProxy's health checks: the site's first name."""
+    return [n for n in (s.server_names or [host.name]) if "*" not in n][0]
+
+
 def config_text(s: Settings, backends: list[Backend]) -> str:
-    names = [n for n in (s.server_names or [host.name]) if "*" not in n]
     return render("haproxy.cfg.j2", app_name=s.app_name, http_port=s.http_port,
                   https_port=s.https_port, tls=s.tls != "off", certificate=certificate_path(s),
-                  timeout=s.gunicorn_timeout, health_path=s.health_path, host_name=names[0],
+                  timeout=s.gunicorn_timeout, health_path=s.health_path, host_name=check_host(s),
                   servers=backends)
 
 
@@ -113,3 +117,56 @@ def balancer(s: Settings, backends: list[Backend]):
            "else systemctl start haproxy; fi; "
            f"else haproxy -c -f {sh(new)} >&2; rm -f {sh(new)}; "
            "echo 'HAProxy rejected the new configuration; the working one stays' >&2; exit 1; fi")
+
+
+@operation(is_idempotent=False)
+def sees(s: Settings, server: str, address: str, revision: str, timeout: int):
+    """
+    The load balancer reaches an app server and finds it healthy on `revision`: the health path
+    and the deploy's version answer asked from here, the way HAProxy asks (the server's nginx,
+    the site's name as Host), and HAProxy's own view of the server UP. Waits up to `timeout`
+    seconds.
+
+    + s: settings
+    + server: the app server's name in HAProxy's backend
+    + address, revision: where it is reached, the commit it must name
+    + timeout: seconds
+    """
+    base = f"http://{address}:{s.http_port}"
+    curl = f"curl -s --max-time 5 -H {sh('Host: ' + check_host(s))} -H 'X-Forwarded-Proto: https'"
+    stat = (f"echo 'show stat' | socat stdio /run/haproxy/admin.sock | "
+            f"awk -F, '$1 == \"{s.app_name}_app\" && $2 == \"{server}\" {{ print $18 }}'")
+    yield (
+        "command -v curl >/dev/null && command -v socat >/dev/null || "
+        "{ echo 'the load balancer lacks curl or socat: run deploy.py first' >&2; exit 1; }; "
+        f"end=$(( $(date +%s) + {int(timeout)} )); "
+        "while :; do "
+        f"code=$({curl} -o /dev/null -w '%{{http_code}}' {sh(base + s.health_path)}); "
+        f"version=$({curl} {sh(base + '/_djdeploy/version')}); state=$({stat}); "
+        f"case \"$version\" in *{revision}*) [ \"$code\" = 200 ] && [ \"$state\" = UP ] && break;; esac; "
+        "if [ $(date +%s) -ge $end ]; then "
+        f"echo \"{server} seen from the load balancer: health $code, version $version, HAProxy $state "
+        f"(wanted 200, {revision[:12]}, UP)\" >&2; exit 1; fi; sleep 0.5; done; "
+        f"echo '{server}: healthy on {revision[:12]}, UP in HAProxy'"
+    )
+
+
+class BalancerView(JsonState):
+    """
+    The load balancer's view of each app server of the site: HAProxy's state of it and its last
+    check, and the health path's status asked from the load balancer the way HAProxy asks.
+    """
+
+    def command(self, app: str, servers: list, port: int, path: str, host_header: str) -> str:
+        stat = ("stat=$(echo 'show stat' | socat stdio /run/haproxy/admin.sock 2>/dev/null); "
+                "field() { printf '%s\\n' \"$stat\" | "
+                f"awk -F, -v s=\"$1\" -v f=\"$2\" '$1 == \"{app}_app\" && $2 == s {{ print $f }}'; }}; ")
+        parts = []
+        for name, address in servers:
+            url = sh(f"http://{address}:{port}{path}")
+            parts.append(
+                f"code=$(curl -s --max-time 5 -o /dev/null -w '%{{http_code}}' -H {sh('Host: ' + host_header)} "
+                f"-H 'X-Forwarded-Proto: https' {url} 2>/dev/null); "
+                f"printf '\"%s\":{{\"haproxy\":\"%s\",\"check\":\"%s\",\"health\":\"%s\"}}' {sh(name)} "
+                f"\"$(field {sh(name)} 18)\" \"$(field {sh(name)} 37)\" \"$code\"")
+        return stat + "printf '{'; " + "; printf ','; ".join(parts) + "; printf '}\\n'"

@@ -316,6 +316,10 @@ def restored(s: Settings, undoing: str):
         db = f"{s.base_dir}/shared/data/db.sqlite3"
         yield (f"test -f {sh(path)} || {{ echo 'no backup {path}' >&2; exit 1; }}; "
                f"sqlite3 {sh(db)} {sh(f'.restore {path}')}")
+    elif s.database == "postgresql" and s.database_server:  # the fleet's, over TLS, once
+        yield (f"test -f {sh(path)} || {{ echo 'no backup {path}' >&2; exit 1; }}; "
+               + sh(s.python_bin, TOOLS["backup"], "load", "--source",
+                    f"{s.config_dir}/database.env", "--dump", path))
     elif s.database == "postgresql":
         yield (f"test -f {sh(path)} || {{ echo 'no backup {path}' >&2; exit 1; }}; "
                f"runuser -u postgres -- pg_restore --clean --if-exists -d {sh(s.app_name)} < {sh(path)}")

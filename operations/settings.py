@@ -231,6 +231,13 @@ SCHEMA: tuple[Setting, ...] = (
             "(PostgreSQL, HAProxy, firewall rules). Empty: its name in the inventory.",
             allowed="empty or an IP address or host name",
             check=lambda v: v == "" or bool(HOST_NAME_RE.match(v))),
+    Setting("canary", "", "Fleet updates and rollbacks: the app server that switches first, "
+            "alone, and is checked through the load balancer before the others switch. Empty: "
+            "the first app server.", allowed="empty or the name of an app server",
+            check=lambda v: v == "" or bool(HOST_NAME_RE.match(v))),
+    Setting("batch_size", 0, "Fleet updates and rollbacks: how many app servers switch together "
+            "after the canary; 0: all of them at once.", kind=int,
+            allowed="a whole number from 0 to 100", check=lambda v: 0 <= v <= 100),
     # Web: Gunicorn and nginx (runbook B7-B9)
     Setting("server_names", [], "Host names nginx answers for (`server_name`) and Django's "
             "`ALLOWED_HOSTS`; requests for other names are dropped. Empty: the server's inventory name.",

@@ -198,6 +198,13 @@ def wait_for(port: int, path: str, status: int = 200, seconds: float = 60, **kw)
     raise AssertionError(f"{path} did not answer {status} within {seconds:.0f}s: {last!r}")
 
 
+def stall_limit(baseline: float) -> float:
+    """The worst latency allowed while a release switches, from the worst latency of the same
+    load just before: a slow or busy machine raises both, a stalled switch (requests waiting a
+    second or more for a slot that is not ready) only the second."""
+    return max(3 * baseline, baseline + 1.0)
+
+
 def sh(sb: Sandbox, server: str, cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
     res = sb.exec(server, cmd)
     if ok:

@@ -19,9 +19,9 @@ import time
 import pytest
 
 from bench.load import Load
-from bench.revisions import add_column, both, page_note, push_branches
+from bench.revisions import add_column, both, page_note, push_branches, unhealthy_where
 
-from .conftest import OUTPUTS, Runner, http_get, note, sh, wait_for
+from .conftest import OUTPUTS, Runner, http_get, note, sh, stall_limit
 
 pytestmark = pytest.mark.e2e
 
@@ -258,31 +258,235 @@ def test_bad_layouts_change_nothing(sb, fleet, runner, extra, limit, settings, w
             sb.remove_server(name)
 
 
-# -- an update (last: the fleet moves to another revision) ------------------------------------
+# -- updates and rollbacks (last: the fleet moves to other revisions) -------------------------
+
+FLAG = "/var/lib/djdeploy-test-unhealthy"  # on a server: release C's /healthz/ answers 503 there
+FAST = {"health_timeout": 8}  # a release that is unhealthy on purpose fails in seconds
 
 
-def test_update_migrates_once_after_a_backup_of_the_fleets_database(sb, fleet, runner):
+@pytest.fixture(scope="module")
+def revisions(sb, fleet) -> dict[str, str]:
+    """B: a page change and a column; C: a page change, and /healthz/ fails where FLAG is;
+    D: a page change. Branch -> commit."""
     bare = sb.source.repo_path("example_app")
-    commit = push_branches(bare, {"fleet-b": ("main", both(page_note("Fleet release B"),
-                                                           add_column("fleet_tier")),
-                                              "Fleet release B: a page change and a column")},
-                           author="Fleet Tests")["fleet-b"]
-    run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-b"})
+    return push_branches(bare, {
+        "fleet-b": ("main", both(page_note("Fleet release B"), add_column("fleet_tier")),
+                    "Fleet release B: a page change and a column"),
+        "fleet-c": ("fleet-b", both(page_note("Fleet release C"), unhealthy_where(FLAG)),
+                    "Fleet release C"),
+        "fleet-d": ("fleet-c", page_note("Fleet release D"), "Fleet release D"),
+    }, author="Fleet Tests")
+
+
+def revision_on(sb, name: str) -> str:
+    """The commit the server's live release names (asked on the server, through its nginx)."""
+    out = sh(sb, name, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version").stdout
+    match = re.search(r'"revision":\s*"([0-9a-f]+)"', out)
+    return match.group(1) if match else out
+
+
+def running_slots(sb, name: str) -> list[str]:
+    out = sh(sb, name, f"systemctl list-units --state=active --no-legend '{APP}@*.service'").stdout
+    return re.findall(rf"{APP}@([ab])\.service", out)
+
+
+def operation_hosts(output: str, title: str) -> set[str]:
+    """The servers pyinfra ran the operation called `title` on, as its output lists them."""
+    hosts: set[str] = set()
+    for block in output.split("--> Starting operation: ")[1:]:
+        if block.startswith(title):
+            hosts |= set(re.findall(r"\[(\w+)\] (?:Success|No changes|Error)", block))
+    return hosts
+
+
+MEASURED: dict[str, float] = {}
+
+
+def test_fleet_update_under_load_switches_every_server_and_migrates_once(sb, fleet, runner,
+                                                                          revisions, pytestconfig):
+    paths = ["/", "/customers/"]
+
+    def load() -> Load:
+        return Load(fleet[LB].https_port, paths, clients=20, seconds=300, pause=0.05,
+                    timeout=15, https=True)
+
+    with load() as before:
+        time.sleep(10)
+    baseline = before.result
+    with load() as during:
+        time.sleep(1)
+        run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-b"})
+        time.sleep(1)
+    result = during.result
+    limit = stall_limit(baseline.worst)
+    MEASURED["update"] = run.seconds
+    note(pytestconfig, f"fleet: load through the load balancer before the update: {baseline.summary()}")
+    note(pytestconfig, f"fleet update A -> B under load ({run.seconds:.1f}s): {result.summary()}; "
+                       f"worst {result.worst * 1000:.0f} ms against {limit * 1000:.0f} ms allowed")
     assert run.returncode == 0, run.explain()
-    # The database server's data, dumped over TLS by the first app server before it migrated.
+    commit = revisions["fleet-b"]
+    assert {revision_on(sb, n) for n in (APP1, APP2)} == {commit}
+    assert "Fleet release B" in lb_get(fleet).body
+    assert baseline.failed == 0, baseline.summary()
+    assert result.served > 100, result.summary()
+    assert result.failed == 0, f"{result.summary()}; {result.errors}"
+    assert result.worst < limit, \
+        f"a request waited {result.worst:.2f}s during the update, {baseline.worst:.2f}s before it"
+    # Migrated once, by the first app server, after it backed up the database server's data
+    # (dumped over TLS).
+    assert operation_hosts(run.output, "Migrate the fleet's database") == {APP1}, run.output
+    assert operation_hosts(run.output, "Start ") == {APP1, APP2}, run.output
     sh(sb, APP1, f"pg_restore -l /srv/{APP}/shared/backups/before-{commit[:12]}.dump | grep -q customer")
     columns = manage(sb, APP2, "from django.db import connection as c; from sales.models import Customer; "
                                "print([d.name for d in c.introspection.get_table_description("
                                "c.cursor(), Customer._meta.db_table)])")
     assert "'fleet_tier'" in columns, columns
-    for name in (APP1, APP2):
-        version = sh(sb, name, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version").stdout
-        assert commit in version, (name, version)
-    assert "Fleet release B" in lb_get(fleet).body
     assert manage(sb, APP2, "from sales.models import Customer; "
                             "print(Customer.objects.filter(name='Written on app 1').count())") == "1"
+    for name in (APP1, APP2):  # the old slot stopped once both servers had switched
+        assert len(running_slots(sb, name)) == 1, name
     # The nightly backup: taken by the first app server, database and shared uploads.
     run = runner.run(FLEET, "backup.py", settings={**SETTINGS, "revision": "fleet-b"})
     assert run.returncode == 0, run.explain()
     assert re.search(rf"backup {APP1}-\d", run.output), run.explain()
     assert not re.search(rf"backup {APP2}-\d", run.output), run.explain()
+
+
+def test_fleet_update_no_op_changes_nothing(fleet, runner, pytestconfig):
+    run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-b"})
+    note(pytestconfig, f"fleet no-op update: {run.seconds:.1f}s "
+                       f"(the update before: {MEASURED['update']:.1f}s)")
+    assert run.returncode == 0, run.explain()
+    assert "already serves it: nothing to do" in run.output, run.explain()
+    assert run.seconds < 0.5 * MEASURED["update"], run.explain()
+
+
+def test_a_release_unhealthy_on_one_server_switches_none(sb, fleet, runner, revisions,
+                                                          pytestconfig):
+    sh(sb, APP2, f"touch {FLAG}")
+    try:
+        with Load(fleet[LB].https_port, ["/"], clients=20, seconds=300, pause=0.05,
+                  timeout=15, https=True) as load:
+            run = runner.run(FLEET, "update.py", settings={
+                **SETTINGS, **FAST, "revision": "fleet-c", "health_check_path": "/healthz/"})
+            time.sleep(1)
+    finally:
+        sh(sb, APP2, f"rm -f {FLAG}")
+    result = load.result
+    note(pytestconfig, f"fleet update unhealthy on {APP2}: exit {run.returncode} after "
+                       f"{run.seconds:.1f}s; clients: {result.summary()}")
+    assert run.returncode != 0, run.explain()
+    assert APP2 in run.output and "failed on" in run.output, run.explain()
+    b = revisions["fleet-b"]
+    assert {revision_on(sb, n) for n in (APP1, APP2)} == {b}, run.explain()
+    assert "Fleet release B" in lb_get(fleet).body
+    for name in (APP1, APP2):  # release C stopped wherever it started
+        assert len(running_slots(sb, name)) == 1, (name, run.explain())
+    assert result.failed == 0, f"{result.summary()}; {result.errors}"
+    # The lock was released: the next update goes on (below).
+    assert not sh(sb, APP1, f"cat /srv/{APP}/deploy.lock", ok=False).stdout.strip()
+
+
+def test_fleet_update_killed_during_the_switch_converges(sb, fleet, runner, revisions,
+                                                          pytestconfig):
+    c = revisions["fleet-c"]
+    started = runner.start(FLEET, "update.py", settings={
+        **SETTINGS, "revision": "fleet-c", "health_check_path": "/healthz/"})
+    deadline = time.monotonic() + 300
+    try:
+        while revision_on(sb, APP1) != c:  # the canary has switched: kill the run
+            assert started.proc.poll() is None, started.wait(5).explain()
+            assert time.monotonic() < deadline, "the canary never switched"
+            time.sleep(0.2)
+    finally:
+        started.proc.kill()
+    killed = started.wait(60)
+    states = {n: revision_on(sb, n)[:12] for n in (APP1, APP2)}
+    note(pytestconfig, f"fleet update killed after the canary switched: {states}")
+    again = runner.run(FLEET, "update.py", settings={
+        **SETTINGS, "revision": "fleet-c", "health_check_path": "/healthz/"})
+    note(pytestconfig, f"fleet update after the kill: {again.seconds:.1f}s")
+    assert again.returncode == 0, killed.explain() + "\n\n" + again.explain()
+    assert {revision_on(sb, n) for n in (APP1, APP2)} == {c}
+    for name in (APP1, APP2):
+        assert len(running_slots(sb, name)) == 1, (name, again.explain())
+
+
+def test_two_fleet_updates_at_once(sb, fleet, runner, revisions, pytestconfig):
+    settings = {**SETTINGS, "revision": "fleet-d"}
+    first = runner.start(FLEET, "update.py", settings=settings)
+    second = runner.start(FLEET, "update.py", settings=settings)
+    runs = [first.wait(), second.wait()]
+    ok = [r for r in runs if r.returncode == 0]
+    refused = [r for r in runs if r.returncode != 0]
+    assert len(ok) == 1 and len(refused) == 1, "\n\n".join(r.explain() for r in runs)
+    loser, winner = refused[0], ok[0]
+    note(pytestconfig, f"two fleet updates at once: winner {winner.seconds:.1f}s, "
+                       f"refused after {loser.seconds:.1f}s")
+    assert "locked by" in loser.output and APP1 in loser.output, loser.explain()
+    assert loser.seconds < winner.seconds
+    assert {revision_on(sb, n) for n in (APP1, APP2)} == {revisions["fleet-d"]}
+
+
+def test_fleet_rollback_is_all_or_nothing_and_quick(sb, fleet, runner, revisions, pytestconfig):
+    run = runner.run(FLEET, "rollback.py", settings={**SETTINGS, "revision": "fleet-d"})
+    note(pytestconfig, f"fleet rollback D -> C: {run.seconds:.1f}s "
+                       f"({run.seconds / MEASURED['update']:.2f}x the fleet update)")
+    assert run.returncode == 0, run.explain()
+    assert {revision_on(sb, n) for n in (APP1, APP2)} == {revisions["fleet-c"]}
+    assert "Fleet release C" in lb_get(fleet).body
+    assert run.seconds < 0.75 * MEASURED["update"], run.explain()
+    for name in (APP1, APP2):
+        assert len(running_slots(sb, name)) == 1, name
+
+
+def status_row(output: str, name: str) -> list[str]:
+    """The fleet table's columns for one server (server, role, release, live, health, from lb,
+    in haproxy, database, pending)."""
+    line = next((l for l in output.splitlines() if l.startswith(f"{name} ")), "")
+    words = line.split()
+    if len(words) == 10:  # "UP L7OK": HAProxy's state and its last check
+        words[6:8] = [" ".join(words[6:8])]
+    return words
+
+
+def test_fleet_status_table_and_its_exit(sb, fleet, runner, revisions):
+    settings = {**SETTINGS, "revision": "fleet-d"}
+    run = runner.run(FLEET, "status.py", settings=settings)
+    assert run.returncode == 0, run.explain()
+    c = revisions["fleet-c"][:12]
+    for name in (APP1, APP2):
+        assert status_row(run.output, name) == [name, "app", c, status_row(run.output, name)[3],
+                                                "ok", "200", "UP L7OK", "ok", "0"], run.output
+    assert status_row(run.output, LB)[:2] == [LB, "lb"] and status_row(run.output, DB)[:2] == [DB, "db"]
+    live = running_slots(sb, APP2)[0]
+    sh(sb, APP2, f"systemctl stop {APP}@{live}.service {APP}@{live}.socket")
+    try:
+        run = runner.run(FLEET, "status.py", settings=settings)
+        assert run.returncode != 0, run.explain()
+        assert f"{APP2} is not healthy" in run.output, run.explain()
+    finally:
+        sh(sb, APP2, f"systemctl start {APP}@{live}.socket {APP}@{live}.service")
+
+
+def test_scale_out_and_in(sb, fleet, runner, revisions, pytestconfig):
+    app3 = "fapp3"
+    sb.add_server(app3, os="debian12", roles=["app"])
+    try:
+        # The branch's head is D; the fleet serves C (rolled back): app 3 gets C.
+        run = runner.run([*FLEET, app3], "deploy.py", settings={**SETTINGS, "revision": "fleet-d"})
+        note(pytestconfig, f"fleet scale-out, a bare app server added: {run.seconds:.1f}s")
+        assert run.returncode == 0, run.explain()
+        assert revision_on(sb, app3) == revisions["fleet-c"], run.explain()
+        deadline = time.monotonic() + 60
+        while app3 not in served_by(fleet, tries=9):
+            assert time.monotonic() < deadline, "app 3 never took traffic"
+            time.sleep(1)
+        assert {revision_on(sb, n) for n in (APP1, APP2)} == {revisions["fleet-c"]}
+        # Out again: the next deploy takes it out of the load balancer.
+        run = runner.run(FLEET, "deploy.py", settings={**SETTINGS, "revision": "fleet-d"})
+        assert run.returncode == 0, run.explain()
+        assert served_by(fleet, tries=12) == {APP1, APP2}
+        assert {revision_on(sb, n) for n in (APP1, APP2)} == {revisions["fleet-c"]}
+    finally:
+        sb.remove_server(app3)

@@ -33,7 +33,7 @@ import pytest
 from bench.load import Load
 from bench.revisions import add_column, both, git, page_note, push_branches
 
-from .conftest import Run, Runner, http_get, note, sh, wait_for
+from .conftest import Run, Runner, http_get, note, sh, stall_limit, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -322,13 +322,6 @@ def test_update_without_a_new_revision_changes_nothing(sb, upd, runner, commits,
 
 
 # -- under load, at once, killed ------------------------------------------------------------
-
-
-def stall_limit(baseline: float) -> float:
-    """The worst latency allowed while a release switches, from the worst latency of the same
-    load just before: a slow or busy machine raises both, a stalled switch (requests waiting a
-    second or more for a slot that is not ready) only the second."""
-    return max(3 * baseline, baseline + 1.0)
 
 
 def test_update_under_load_has_no_downtime(sb, upd, runner, commits, pytestconfig):
