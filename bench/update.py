@@ -7,6 +7,12 @@ Prints the wall time of an update with a code and a migration change, of an upda
 to do, of a rollback, and the requests served / failed and the worst latency seen by 20 clients
 (nginx on 127.0.0.1) during an update.
 
+Then the same on a fleet in the same sandbox (skip it with --no-fleet): a load balancer, a
+database server and two app servers, bare (CPython and Poetry from the artifact cache the one
+server filled), deployed, then a fleet update A -> B, a fleet update with nothing to do and a
+fleet rollback, printed beside the one-server figures with the ratio (aim: a fleet update at
+most 1.3x a one-server update). It adds about three minutes.
+
 Cost: without --image the server is deployed first (the CPython compile, about 3 minutes on two
 cores), then the measurements take about a minute. With --image (a snapshot of a deployed
 server, e.g. `python -m sandbox snapshot`) only the minute; the deploy points the snapshot's
@@ -45,6 +51,9 @@ BASE = "/srv/bizsite"
 # Aims on a 2-core machine of the CI kind; figures are printed beside them with the load
 # average, never asserted (the tests compare measurements of one run with each other).
 AIMS = {"update": 10.0, "noop": 2.0, "rollback": 3.0, "worst": 0.5}
+AIM_FLEET_RATIO = 1.3  # fleet update / one-server update, same run
+FLEET = {"bf-lb": ["lb"], "bf-db": ["db"], "bf-app1": ["app"], "bf-app2": ["app"]}
+FLEET_SETTINGS = {"database": "postgresql", "tls": "self-signed"}
 
 
 def aim(measured: float, limit: float) -> str:
@@ -65,7 +74,8 @@ class Runner:
     def __init__(self, sb: Sandbox, workdir: Path):
         self.sb, self.workdir, self.count = sb, workdir, 0
 
-    def run(self, script: str, settings: dict | None = None) -> tuple[float, int, str]:
+    def run(self, script: str, settings: dict | None = None,
+            limit: str = SERVER) -> tuple[float, int, str]:
         env = {**os.environ, "SANDBOX_STATE": str(self.sb.state_dir), "PYTHONUNBUFFERED": "1"}
         env.pop("DJDEPLOY_SETTINGS", None)
         if settings is not None:
@@ -74,7 +84,7 @@ class Runner:
             path.write_text(json.dumps(settings))
             env["DJDEPLOY_SETTINGS"] = str(path)
         started = time.monotonic()
-        proc = subprocess.run([PYINFRA, "-y", "--limit", SERVER, "inventory.py", script], cwd=ROOT,
+        proc = subprocess.run([PYINFRA, "-y", "--limit", limit, "inventory.py", script], cwd=ROOT,
                               check=False, env=env, capture_output=True, text=True, timeout=1800)
         seconds = time.monotonic() - started
         if proc.returncode != 0:
@@ -87,12 +97,46 @@ def version(sb: Sandbox) -> str:
     return sb.exec(SERVER, f"cat {BASE}/current/REVISION").stdout.strip()
 
 
+def fleet_rows(sb: Sandbox, run: Runner, commits: dict[str, str],
+               one: dict[str, float]) -> list[tuple[str, str]]:
+    """lb + db + 2 app: deployed at A, then update A -> B, no-op, rollback; beside `one`."""
+    rows = []
+    started = time.monotonic()
+    for name, roles in FLEET.items():
+        sb.remove_server(name)
+        sb.add_server(name, os="debian12", roles=roles)
+    rows.append(("fleet: lb + db + 2 app started (bare)", f"{time.monotonic() - started:.1f} s"))
+    settings = {**FLEET_SETTINGS, "revision": "main"}
+    seconds, _, _ = run.run("deploy.py", settings, limit="bf-*")
+    rows.append(("fleet: deploy.py of A (artifacts from the cache)", f"{seconds:.1f} s"))
+    figures = {}
+    for what, script, revision, label in (
+            ("update", "update.py", "bench-b", "fleet update A -> B (code + migration)"),
+            ("noop", "update.py", "bench-b", "fleet update with nothing to do"),
+            ("rollback", "rollback.py", "bench-b", "fleet rollback B -> A")):
+        seconds, _, _ = run.run(script, {**FLEET_SETTINGS, "revision": revision}, limit="bf-*")
+        figures[what] = seconds
+        rows.append((label, f"{seconds:.1f} s, {seconds / one[what]:.2f}x one server's "
+                            f"{one[what]:.1f} s"))
+    for name in ("bf-app1", "bf-app2"):
+        got = sb.exec(name, f"cat {BASE}/current/REVISION").stdout.strip()
+        assert got == commits["main"], f"{name} is not back on A after the rollback"
+    ratio = figures["update"] / one["update"]
+    verdict = "met" if ratio <= AIM_FLEET_RATIO else "missed"
+    rows.append(("fleet update / one-server update",
+                 f"{ratio:.2f}x; aim <= {AIM_FLEET_RATIO}x, {verdict}"))
+    for name in FLEET:
+        sb.remove_server(name)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state", help="sandbox state dir (default: a new one, removed after)")
     parser.add_argument("--image", help="start the server from this snapshot of a deployed server")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--keep", action="store_true", help="keep the server (and state dir)")
+    parser.add_argument("--no-fleet", action="store_true", help="one server only")
     args = parser.parse_args()
 
     own_state = not args.state
@@ -158,6 +202,9 @@ def main() -> int:
         rows.append(("  throughput", f"{rate:.0f} req/s over {result.seconds:.1f} s ({', '.join(paths)})"))
         if result.errors:
             rows.append(("  first failures", "; ".join(result.errors[:3])))
+        one = {"update": rows[2], "noop": rows[3], "rollback": rows[4]}
+        if not args.no_fleet:
+            rows += fleet_rows(sb, run, commits, {k: float(v[1].split()[0]) for k, v in one.items()})
     finally:
         if rows:
             width = max(len(k) for k, _ in rows)

@@ -34,6 +34,13 @@ NPM_CACHE = "/var/cache/djdeploy/npm"  # one folder per app: <NPM_CACHE>-<app>
 # The commit a run deploys, per host: fixed for the rest of the run once known, so that the
 # run executes what its preview showed even if the branch moves meanwhile.
 _targets: dict[str, str] = {}
+_pinned: set[str] = set()  # hosts given their target by pin_target (their mirror may be missing)
+
+
+def pin_target(host_name: str, commit: str) -> None:
+    """Make `commit` the target of a host (a fleet deploys one commit everywhere)."""
+    _targets[host_name] = commit
+    _pinned.add(host_name)
 
 
 @dataclass(frozen=True)
@@ -420,7 +427,9 @@ def source(s: Settings):
         yield from config_file._inner(path=f"{s.config_dir}/deploy_key", content=key.read_text(),
                                       mode=0o600, secret=True)
         ssh["GIT_SSH_COMMAND"] = f"ssh -i {s.config_dir}/deploy_key -o StrictHostKeyChecking=accept-new"
-    if target_commit(s) is not None:
+    pinned_without_mirror = (host.name in _pinned
+                             and not host.get_fact(PathStates, paths=[lay.mirror]))
+    if target_commit(s) is not None and not pinned_without_mirror:
         host.noop(f"{s.revision} is commit {target_commit(s)[:12]}")
         return
     yield env_prefix(ssh) + sh("git", "clone", "-q", "--mirror", s.repo_url, lay.mirror)

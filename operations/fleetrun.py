@@ -161,10 +161,13 @@ def make_plan(state, s: Settings, fleet, action: str) -> Plan:
                        f"server of this run; allowed: {', '.join(names)}")
         canary = s.canary or names[0]
         if action == "update":
-            with ctx_host.use(first):
-                target = app.planned_commit(servers[0].s)
-                if target:
-                    app.planned_project(servers[0].s)
+            for h, x in zip(fleet.apps, servers):  # each server's mirror fetched
+                with ctx_host.use(h):
+                    resolved = app.planned_commit(x.s)
+                    if h is first:
+                        target = resolved
+                        if target:
+                            app.planned_project(x.s)
             if not target:
                 raise Stop(f"{first.name}: {s.revision} cannot be resolved before its "
                            "repository is fetched; run deploy.py first")
@@ -177,13 +180,16 @@ def make_plan(state, s: Settings, fleet, action: str) -> Plan:
         # Every app server builds and serves the same commit: the one the first app server
         # resolved.
         for h in fleet.apps:
-            app._targets[h.name] = target
+            app.pin_target(h.name, target)
         holder = first.get_fact(release.DeployLock, path=release.lock_path(servers[0].s))
         with ctx_host.use(first):
             refusal = release.lock_refusal(servers[0].s, holder)
         if refusal:
             plan.refusal = f"The fleet's lock on {refusal}"
         _plans[s.app_name] = plan
+        if action == "update" and plan.moving:
+            with ctx_host.use(first):  # the commits, lock file and migrations it brings
+                release.describe(servers[0].s, plan.moving[0].revision, target)
         describe(plan)
         if plan.moving and not plan.refusal:
             install_guard(state, plan)
@@ -271,10 +277,16 @@ class Guard:
 
 
 class FailedStep(BaseStateCallback):
-    """Remembers which step failed on which server, for the run's last message."""
+    """Makes any failed server stop the run, and remembers which step failed on which server,
+    for the run's last message."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
+
+    def operation_start(self, state, op_hash):
+        # pyinfra resets the config a deploy file changed once the file is loaded, so the fail
+        # percent is set here, as the steps run (`-y` leaves it unset: failed servers dropped).
+        state.config.FAIL_PERCENT = 0
 
     def operation_host_error(self, state, host_, op_hash, retry_count=0, max_retries=0):
         names = state.get_op_meta(op_hash).names
@@ -282,7 +294,6 @@ class FailedStep(BaseStateCallback):
 
 
 def install_guard(state, plan: Plan) -> None:
-    state.config.FAIL_PERCENT = 0
     state.should_raise_failed_hosts = Guard(plan)
     state.add_callback_handler(FailedStep(plan))
 
@@ -291,9 +302,10 @@ def install_guard(state, plan: Plan) -> None:
 
 
 def run(state, s: Settings, fleet, action: str) -> None:
-    """Add this server's steps of the fleet's update or rollback (called by every server of
-    the fleet, from the same line of update.py or rollback.py, so that the steps of all roles
-    are in one order)."""
+    """Add this server's steps of the fleet's update or rollback. Every server of the fleet
+    calls it, from the same line of update.py or rollback.py: the phase marks (`roles.phase`,
+    on every server) are what orders the steps of different servers, since pyinfra orders
+    each server's own steps only."""
     plan = make_plan(state, s, fleet, action)
     me = plan.server(host.name)
     if not plan.moving:
@@ -305,10 +317,11 @@ def run(state, s: Settings, fleet, action: str) -> None:
     target = plan.target
     if me is not None:
         s = me.s
-        lock = host.name == plan.lock_host.name
-        if lock:
+        if host.name == plan.lock_host.name:
             release.locked(name="Take the fleet's lock", s=s,
                            action=f"fleet {action} to {target[:12]}", break_lock=s.break_lock)
+    roles.phase(name="The fleet is locked", title="locked")
+    if me is not None:
         if action == "update":
             system.tools(name="The deploy's scripts: health gate, release build, environment")
             app.source(name=f"Fetch {s.revision} (U2)", s=s)
@@ -329,16 +342,18 @@ def run(state, s: Settings, fleet, action: str) -> None:
                          s=s, commit=target)
         if host.name == plan.canary:
             gunicorn.switched(name=f"Switch the canary {host.name}", s=s, commit=target)
+    roles.phase(name="The canary serves the new release", title=f"{plan.canary} switched")
     if plan.lb is not None and host.name == plan.lb.name:
-        x = plan.server(plan.canary)
         haproxy.sees(name=f"The load balancer sees the canary {plan.canary} healthy on "
                           f"{target[:12]}", s=s, server=plan.canary,
                      address=roles.address_of(state.inventory.get_host(plan.canary)),
-                     revision=target, timeout=x.s.health_timeout)
+                     revision=target, timeout=plan.server(plan.canary).s.health_timeout)
+    roles.phase(name="The canary passed its checks", title=f"{plan.canary} checked")
     for i, batch in host.loop(enumerate(plan.batches)):
         if me is not None and host.name in batch:
             gunicorn.switched(name=f"Switch batch {i + 1}: {', '.join(batch)}", s=me.s,
                               commit=target)
+        roles.phase(name=f"Batch {i + 1} switched", title=f"batch {i + 1} switched")
     if me is not None:
         gunicorn.retired(name="Stop the old slot, drained", s=me.s)
         if action == "update":
@@ -375,7 +390,7 @@ def keep_fleet_release(fleet, s: Settings) -> None:
             commit = found.pop()
             _kept[s.app_name] = commit
             for h in fleet.apps:
-                app._targets[h.name] = commit
+                app.pin_target(h.name, commit)
             new = [n for n, r in revisions.items() if not r]
             logger.info(f"fleet: every app server keeps {commit[:12]}, the release the fleet "
                         "serves" + (f"; {', '.join(new)} get it too" if new else "")

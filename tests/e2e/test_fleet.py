@@ -387,24 +387,35 @@ def test_a_release_unhealthy_on_one_server_switches_none(sb, fleet, runner, revi
     assert not sh(sb, APP1, f"cat /srv/{APP}/deploy.lock", ok=False).stdout.strip()
 
 
+def haproxy_state(sb, server: str, state: str) -> None:
+    sh(sb, LB, f"echo 'set server {APP}_app/{server} state {state}' | socat stdio /run/haproxy/admin.sock")
+
+
 def test_fleet_update_killed_during_the_switch_converges(sb, fleet, runner, revisions,
                                                           pytestconfig):
+    """Killed after the canary switched, while the load balancer is checked (held up by
+    setting the canary to maintenance in HAProxy, so that the moment is not missed): the next
+    run finishes the job."""
     c = revisions["fleet-c"]
-    started = runner.start(FLEET, "update.py", settings={
-        **SETTINGS, "revision": "fleet-c", "health_check_path": "/healthz/"})
-    deadline = time.monotonic() + 300
+    settings = {**SETTINGS, "revision": "fleet-c", "health_check_path": "/healthz/"}
+    haproxy_state(sb, APP1, "maint")
     try:
-        while revision_on(sb, APP1) != c:  # the canary has switched: kill the run
-            assert started.proc.poll() is None, started.wait(5).explain()
-            assert time.monotonic() < deadline, "the canary never switched"
-            time.sleep(0.2)
+        started = runner.start(FLEET, "update.py", settings=settings)
+        deadline = time.monotonic() + 300
+        try:
+            while revision_on(sb, APP1) != c:  # the canary has switched: kill the run
+                assert started.proc.poll() is None, started.wait(5).explain()
+                assert time.monotonic() < deadline, "the canary never switched"
+                time.sleep(0.2)
+        finally:
+            started.proc.kill()
+        killed = started.wait(60)
     finally:
-        started.proc.kill()
-    killed = started.wait(60)
+        haproxy_state(sb, APP1, "ready")
     states = {n: revision_on(sb, n)[:12] for n in (APP1, APP2)}
     note(pytestconfig, f"fleet update killed after the canary switched: {states}")
-    again = runner.run(FLEET, "update.py", settings={
-        **SETTINGS, "revision": "fleet-c", "health_check_path": "/healthz/"})
+    assert states[APP2] == revisions["fleet-b"][:12], killed.explain()
+    again = runner.run(FLEET, "update.py", settings=settings)
     note(pytestconfig, f"fleet update after the kill: {again.seconds:.1f}s")
     assert again.returncode == 0, killed.explain() + "\n\n" + again.explain()
     assert {revision_on(sb, n) for n in (APP1, APP2)} == {c}
