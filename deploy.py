@@ -56,6 +56,9 @@ if is_db:
     if fleet.shared_media:
         media.storage(name="Shared media: SFTP-only storage for the app servers", s=s,
                       apps=fleet.apps)
+    # Before the app servers need it: an app server added to the fleet reaches PostgreSQL.
+    firewall.rules(name="Firewall of the database server: SSH, PostgreSQL for the app servers",
+                   s=s, fleet=fleet)
 
 if fleet.several:
     roles.phase(name="The database server is ready", title="database and shared media ready")
@@ -116,4 +119,5 @@ if roles.is_backup_server(host):
     backup.receiver(name="Backup server: a restricted repository per site", s=s,
                     keys=backup.client_keys(state.inventory))
 
-firewall.rules(name="Firewall: SSH and the site open, the rest closed", s=s, fleet=fleet)
+if not is_db:
+    firewall.rules(name="Firewall: SSH and the site open, the rest closed", s=s, fleet=fleet)

@@ -57,8 +57,9 @@ class Load:
         self.seconds, self.max_requests = seconds, max_requests
         self.host_header, self.timeout, self.pause = host_header, timeout, pause
         self.https = https
-        # With `record`, (end time, ok) of every request, for failing_window().
-        self.record: list[tuple[float, bool]] | None = [] if record else None
+        # With `record`, (end time, ok, latency) of every request, for failing_window() and
+        # worst_ending_after().
+        self.record: list[tuple[float, bool, float]] | None = [] if record else None
         self.result = LoadResult()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -115,7 +116,8 @@ class Load:
                     r.served += 1
                 r.statuses[status if status is not None else "error"] += 1
                 if self.record is not None:
-                    self.record.append((time.monotonic(), status is not None and status < 500))
+                    self.record.append((time.monotonic(), status is not None and status < 500,
+                                        latency))
                 if status != 200:
                     r.odd[(path, status if status is not None else "error")] += 1
             if self.pause:
@@ -138,8 +140,12 @@ class Load:
 
     def failing_window(self) -> float:
         """Seconds from the first failed request to the last (0 when none failed)."""
-        failed = [at for at, ok in (self.record or []) if not ok]
+        failed = [at for at, ok, _ in (self.record or []) if not ok]
         return failed[-1] - failed[0] if failed else 0.0
+
+    def worst_ending_after(self, moment: float) -> float:
+        """The slowest request that ended at or after `moment` (time.monotonic()), seconds."""
+        return max((latency for at, _, latency in (self.record or []) if at >= moment), default=0.0)
 
     def __enter__(self) -> Self:
         return self.start()
