@@ -126,6 +126,9 @@ def role_names(roles: list[str]) -> dict[str, tuple[str, ...]]:
     return plan
 
 
+# The last line of every exec answer (Sandbox.exec): an answer without it was lost on the way.
+EXEC_MARK = "__djdeploy_exec_end__"
+
 class Sandbox:
     """Test servers of one state directory, plus their source server."""
 
@@ -432,15 +435,24 @@ class Sandbox:
 
     def exec(self, name: str, cmd: str, user: str = "root",
              environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run a shell command in the server via the engine (not ssh)."""
+        """Run a shell command in the server via the engine (not ssh).
+
+        A busy engine now and then returns an exec's answer empty: the command's output ends
+        with a marker line, and an answer without it is asked for again (twice at most)."""
         container = self._container(name)
-        res = container.exec_run(["/bin/sh", "-c", cmd], user=user, demux=True,
-                                 environment=environment)
-        out, err = res.output if isinstance(res.output, tuple) else (res.output, b"")
-        return subprocess.CompletedProcess(
-            cmd, res.exit_code,
-            (out or b"").decode(errors="replace"), (err or b"").decode(errors="replace"),
-        )
+        wrapped = f"( {cmd}\n); rc=$?; printf '\\n{EXEC_MARK}%d\\n' \"$rc\"; exit $rc"
+        for _ in range(3):
+            res = container.exec_run(["/bin/sh", "-c", wrapped], user=user, demux=True,
+                                     environment=environment)
+            out, err = res.output if isinstance(res.output, tuple) else (res.output, b"")
+            text = (out or b"").decode(errors="replace")
+            end = text.rfind(f"\n{EXEC_MARK}")
+            if end >= 0:
+                return subprocess.CompletedProcess(cmd, res.exit_code, text[:end],
+                                                   (err or b"").decode(errors="replace"))
+            time.sleep(0.5)
+        return subprocess.CompletedProcess(cmd, res.exit_code, text,
+                                           (err or b"").decode(errors="replace"))
 
     # -- readiness ---------------------------------------------------------
     def _wait_ready(self, name: str) -> list[str]:

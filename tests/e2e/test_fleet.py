@@ -280,27 +280,15 @@ def revisions(sb, fleet) -> dict[str, str]:
     }, author="Fleet Tests")
 
 
-def answer(sb, name: str, cmd: str) -> str:
-    """What `cmd` prints on the server. A busy container engine sometimes returns an empty
-    answer from exec: that is no observation, so it is asked again."""
-    out = ""
-    for _ in range(5):
-        out = sh(sb, name, cmd).stdout
-        if out.strip():
-            break
-        time.sleep(1)
-    return out
-
-
 def revision_on(sb, name: str) -> str:
     """The commit the server's live release names (asked on the server, through its nginx)."""
-    out = answer(sb, name, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version")
+    out = sh(sb, name, "curl -s -H 'Host: localhost' http://127.0.0.1/_djdeploy/version").stdout
     match = re.search(r'"revision":\s*"([0-9a-f]+)"', out)
     return match.group(1) if match else out
 
 
 def running_slots(sb, name: str) -> list[str]:
-    out = answer(sb, name, f"systemctl list-units --state=active --no-legend '{APP}@*.service'")
+    out = sh(sb, name, f"systemctl list-units --state=active --no-legend '{APP}@*.service'").stdout
     return re.findall(rf"{APP}@([ab])\.service", out)
 
 
