@@ -535,3 +535,29 @@ def test_scale_out_and_in(sb, fleet, runner, revisions, pytestconfig):
         assert {revision_on(sb, n) for n in (APP1, APP2)} == {revisions["fleet-c"]}
     finally:
         sb.remove_server(app3)
+
+
+def test_fleet_rollback_restores_the_database_once(sb, fleet, runner, revisions, pytestconfig):
+    """An update with a migration, then a rollback with `restore_backup`: the backup the first
+    app server took before the update goes back into the db server's database, once."""
+    bare = sb.source.repo_path("example_app")
+    e = push_branches(bare, {"fleet-e": ("fleet-c", both(page_note("Fleet release E"),
+                                                         add_column("fleet_extra")),
+                                         "Fleet release E: a column")},
+                      author="Fleet Tests")["fleet-e"]
+    run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-e"})
+    assert run.returncode == 0, run.explain()
+    manage(sb, APP1, "from sales.models import Customer; Customer.objects.create(name='Written on E')")
+    run = runner.run(FLEET, "rollback.py", settings={**SETTINGS, "revision": "fleet-e",
+                                                    "restore_backup": True})
+    note(pytestconfig, f"fleet rollback E -> C with the database restored: {run.seconds:.1f}s")
+    assert run.returncode == 0, run.explain()
+    assert operation_hosts(run.output, "Restore the database backup") == {APP1}, run.output
+    assert {revision_on(sb, n) for n in (APP1, APP2)} == {revisions["fleet-c"]}
+    columns = manage(sb, APP2, "from django.db import connection as c; from sales.models import Customer; "
+                               "print([d.name for d in c.introspection.get_table_description("
+                               "c.cursor(), Customer._meta.db_table)])")
+    assert "'fleet_extra'" not in columns and "'fleet_tier'" in columns, columns
+    assert manage(sb, APP2, "from sales.models import Customer; "
+                            "print(Customer.objects.filter(name='Written on E').count())") == "0"
+    assert e != revisions["fleet-c"]
