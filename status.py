@@ -29,7 +29,7 @@ def fleet_table(fleet, s):
         view = fleet.lb.get_fact(haproxy.BalancerView, app=s.app_name,
                                  servers=[(h.name, roles.address_of(h)) for h in fleet.apps],
                                  port=ls.http_port, path=ls.health_path,
-                                 host_header=[n for n in (ls.server_names or [fleet.lb.name]) if "*" not in n][0])
+                                 host_header=haproxy.check_host(ls, fleet.lb.name))
     rows, problems, releases = [], [], {}
     header = ("server", "role", "release", "live", "health", "from lb", "in haproxy", "database", "pending")
     for h in [*fleet.lbs, *fleet.dbs, *fleet.apps, *fleet.backups]:

@@ -46,9 +46,10 @@ def certificate_path(s: Settings) -> str:
     return f"{CERTS}/{s.app_name}.pem"
 
 
-def check_host(s: Settings) -> str:
-    """The Host header of HAProxy's health checks: the site's first name."""
-    return [n for n in (s.server_names or [host.name]) if "*" not in n][0]
+def check_host(s: Settings, lb_name: str = "") -> str:
+    """The Host header of HAProxy's health checks: the site's first name (default: the load
+    balancer's name, this host's when not given)."""
+    return [n for n in (s.server_names or [lb_name or host.name]) if "*" not in n][0]
 
 
 def config_text(s: Settings, backends: list[Backend]) -> str:
