@@ -83,7 +83,8 @@ def both(*edits: Edit) -> Edit:
 
 def push_branches(bare: Path, branches: dict[str, tuple[str, Edit, str]], author: str) -> dict[str, str]:
     """Each branch: (parent branch, edit, subject), committed and force-pushed to the bare
-    repository in order; returns branch -> commit, `main` included."""
+    repository in order; returns branch -> commit, `main` included. A parent is one of these
+    branches or one the repository already has."""
     with tempfile.TemporaryDirectory(prefix="djdeploy-revisions-") as tmp:
         work = Path(tmp) / "example_app"
         subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
@@ -91,7 +92,8 @@ def push_branches(bare: Path, branches: dict[str, tuple[str, Edit, str]], author
         git(work, "config", "user.email", "revisions@example.invalid")
         commits = {"main": git(work, "rev-parse", "origin/main")}
         for branch, (parent, edit, subject) in branches.items():
-            git(work, "checkout", "-q", "-B", branch, commits[parent])
+            base = commits.get(parent) or git(work, "rev-parse", f"origin/{parent}")
+            git(work, "checkout", "-q", "-B", branch, base)
             edit(work)
             git(work, "add", "-A")
             git(work, "commit", "-q", "-m", subject)
