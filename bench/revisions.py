@@ -17,7 +17,7 @@ ADD_COLUMN = '''from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    dependencies = [("sales", "0002_customer_vat_number_order_status_index")]
+    dependencies = [("sales", "{after}")]
 
     operations = [
         migrations.AddField(
@@ -46,11 +46,13 @@ def page_note(text: str) -> Edit:
     return edit
 
 
-def add_column(name: str) -> Edit:
-    """A schema change: a nullable column on customers, in the model and as migration 0003."""
+def add_column(name: str, number: str = "0003",
+               after: str = "0002_customer_vat_number_order_status_index") -> Edit:
+    """A schema change: a nullable column on customers, in the model and as migration
+    `number` (following the migration `after`)."""
     def edit(root: Path) -> None:
-        (root / f"sales/migrations/0003_customer_{name}.py").write_text(
-            ADD_COLUMN.replace("{name}", name))
+        (root / f"sales/migrations/{number}_customer_{name}.py").write_text(
+            ADD_COLUMN.replace("{name}", name).replace("{after}", after))
         models = root / "sales/models.py"
         body = models.read_text()
         anchor = "    contract = models.FileField("

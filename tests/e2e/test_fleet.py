@@ -542,7 +542,8 @@ def test_fleet_rollback_restores_the_database_once(sb, fleet, runner, revisions,
     app server took before the update goes back into the db server's database, once."""
     bare = sb.source.repo_path("example_app")
     e = push_branches(bare, {"fleet-e": ("fleet-c", both(page_note("Fleet release E"),
-                                                         add_column("fleet_extra")),
+                                                         add_column("fleet_extra", "0004",
+                                                                    "0003_customer_fleet_tier")),
                                          "Fleet release E: a column")},
                       author="Fleet Tests")["fleet-e"]
     run = runner.run(FLEET, "update.py", settings={**SETTINGS, "revision": "fleet-e"})
