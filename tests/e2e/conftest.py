@@ -198,6 +198,16 @@ def wait_for(port: int, path: str, status: int = 200, seconds: float = 60, **kw)
     raise AssertionError(f"{path} did not answer {status} within {seconds:.0f}s: {last!r}")
 
 
+def race(runner: "Runner", server, script: str, settings: dict) -> tuple["Run", "Run"]:
+    """Two runs of `script` started together: (the one that succeeded, the one that was
+    refused); fails unless exactly one of each."""
+    started = [runner.start(server, script, settings=settings) for _ in range(2)]
+    runs = [s.wait() for s in started]
+    ok = [r for r in runs if r.returncode == 0]
+    refused = [r for r in runs if r.returncode != 0]
+    assert len(ok) == 1 and len(refused) == 1, "\n\n".join(r.explain() for r in runs)
+    return ok[0], refused[0]
+
 def stall_limit(baseline: float) -> float:
     """The worst latency allowed while a release switches, from the worst latency of the same
     load just before: a slow or busy machine raises both, a stalled switch (requests waiting a

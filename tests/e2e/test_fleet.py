@@ -23,7 +23,7 @@ import pytest
 from bench.load import Load
 from bench.revisions import add_column, both, page_note, push_branches, unhealthy_where
 
-from .conftest import OUTPUTS, Runner, http_get, note, sh, stall_limit
+from .conftest import OUTPUTS, Runner, http_get, note, race, sh, stall_limit
 
 pytestmark = pytest.mark.e2e
 
@@ -458,14 +458,7 @@ def test_fleet_update_killed_during_the_switch_converges(sb, fleet, runner, revi
 
 
 def test_two_fleet_updates_at_once(sb, fleet, runner, revisions, pytestconfig):
-    settings = {**SETTINGS, "revision": "fleet-d"}
-    first = runner.start(FLEET, "update.py", settings=settings)
-    second = runner.start(FLEET, "update.py", settings=settings)
-    runs = [first.wait(), second.wait()]
-    ok = [r for r in runs if r.returncode == 0]
-    refused = [r for r in runs if r.returncode != 0]
-    assert len(ok) == 1 and len(refused) == 1, "\n\n".join(r.explain() for r in runs)
-    loser, winner = refused[0], ok[0]
+    winner, loser = race(runner, FLEET, "update.py", {**SETTINGS, "revision": "fleet-d"})
     note(pytestconfig, f"two fleet updates at once: winner {winner.seconds:.1f}s, "
                        f"refused after {loser.seconds:.1f}s")
     assert "locked by" in loser.output and APP1 in loser.output, loser.explain()

@@ -33,7 +33,7 @@ import pytest
 from bench.load import Load
 from bench.revisions import add_column, both, git, page_note, push_branches
 
-from .conftest import Run, Runner, http_get, note, sh, stall_limit, wait_for
+from .conftest import Run, Runner, http_get, note, race, sh, stall_limit, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -356,13 +356,7 @@ def test_update_under_load_has_no_downtime(sb, upd, runner, commits, pytestconfi
 
 
 def test_two_updates_at_once(sb, upd, runner, commits, pytestconfig):
-    first = runner.start(SERVER, "update.py", settings={"revision": "d"})
-    second = runner.start(SERVER, "update.py", settings={"revision": "d"})
-    runs = [first.wait(), second.wait()]
-    ok = [r for r in runs if r.returncode == 0]
-    refused = [r for r in runs if r.returncode != 0]
-    assert len(ok) == 1 and len(refused) == 1, "\n\n".join(r.explain() for r in runs)
-    loser, winner = refused[0], ok[0]
+    winner, loser = race(runner, SERVER, "update.py", {"revision": "d"})
     note(pytestconfig, f"two updates at once: winner {winner.seconds:.1f}s, "
                        f"refused after {loser.seconds:.1f}s")
     assert "locked by" in loser.output, loser.explain()
