@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def role_names(roles: list[str]) -> dict[str, tuple[str, ...]]:
 
 # The last line of every exec answer (Sandbox.exec): an answer without it was lost on the way.
 EXEC_MARK = "__djdeploy_exec_end__"
+# Where a command run through Sandbox.exec keeps its output and exit code (not /tmp: systemd may
+# mount a fresh /tmp while the server boots).
+EXEC_KEEP = "/var/tmp/.djdeploy-exec"
 
 class Sandbox:
     """Test servers of one state directory, plus their source server."""
@@ -437,22 +441,41 @@ class Sandbox:
              environment: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         """Run a shell command in the server via the engine (not ssh).
 
-        A busy engine now and then returns an exec's answer empty: the command's output ends
-        with a marker line, and an answer without it is asked for again (twice at most)."""
+        A busy engine now and then loses an exec's answer (empty, or cut short). The command's
+        output and exit code are also kept in files on the server and its answer ends with a
+        marker line: an answer without the marker is read again from those files (the command
+        is never run twice)."""
         container = self._container(name)
-        wrapped = f"( {cmd}\n); rc=$?; printf '\\n{EXEC_MARK}%d\\n' \"$rc\"; exit $rc"
-        for _ in range(3):
-            res = container.exec_run(["/bin/sh", "-c", wrapped], user=user, demux=True,
-                                     environment=environment)
-            out, err = res.output if isinstance(res.output, tuple) else (res.output, b"")
-            text = (out or b"").decode(errors="replace")
-            end = text.rfind(f"\n{EXEC_MARK}")
-            if end >= 0:
-                return subprocess.CompletedProcess(cmd, res.exit_code, text[:end],
-                                                   (err or b"").decode(errors="replace"))
+        keep = f"{EXEC_KEEP}-{uuid.uuid4().hex[:12]}"
+        wrapped = (f"find {EXEC_KEEP.rsplit('/', 1)[0]} -maxdepth 1 -name '{EXEC_KEEP.rsplit('/', 1)[1]}-*' "
+                   f"-mmin +30 -delete 2>/dev/null; "
+                   f"( {cmd}\n) >{keep}.out 2>{keep}.err; rc=$?; echo \"$rc\" >{keep}.rc; "
+                   f"cat {keep}.out; cat {keep}.err >&2; printf '\\n{EXEC_MARK}%d\\n' \"$rc\"; exit $rc")
+        res = container.exec_run(["/bin/sh", "-c", wrapped], user=user, demux=True,
+                                 environment=environment)
+        out, err = res.output if isinstance(res.output, tuple) else (res.output, b"")
+        text = (out or b"").decode(errors="replace")
+        end = text.rfind(f"\n{EXEC_MARK}")
+        if end >= 0:
+            return subprocess.CompletedProcess(cmd, res.exit_code, text[:end],
+                                               (err or b"").decode(errors="replace"))
+        return self._kept_answer(container, cmd, keep)
+
+    def _kept_answer(self, container, cmd: str, keep: str) -> subprocess.CompletedProcess:
+        """The answer of a command whose exec answer was lost, from the files it left (waiting
+        for it to finish if it still runs)."""
+        read = (f"[ -e {keep}.out ] || exit 9; cat {keep}.rc && printf {EXEC_MARK} && "
+                f"cat {keep}.out && printf {EXEC_MARK} && cat {keep}.err")
+        started = time.monotonic()
+        while time.monotonic() - started < 900:
+            res = container.exec_run(["/bin/sh", "-c", read], demux=False)
+            parts = (res.output or b"").decode(errors="replace").split(EXEC_MARK)
+            if res.exit_code == 0 and len(parts) == 3 and parts[0].strip().isdigit():
+                return subprocess.CompletedProcess(cmd, int(parts[0]), parts[1], parts[2])
+            if res.exit_code == 9 and time.monotonic() - started > 30:
+                break  # the command never started
             time.sleep(0.5)
-        return subprocess.CompletedProcess(cmd, res.exit_code, text,
-                                           (err or b"").decode(errors="replace"))
+        raise SandboxError(f"no answer from {container.name} to: {cmd}")
 
     # -- readiness ---------------------------------------------------------
     def _wait_ready(self, name: str) -> list[str]:
