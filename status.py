@@ -12,7 +12,7 @@ and the run exits non-zero when the app servers serve different releases or one 
 
 from pyinfra import host, logger, state
 
-from operations import app, backup, database, haproxy, release, roles
+from operations import app, backup, database, fleetrun, haproxy, release, roles
 from operations.common import Stop
 from operations.settings import from_host
 
@@ -38,7 +38,7 @@ def fleet_table(fleet, s):
             if h.name not in [r[0] for r in rows]:
                 rows.append((h.name, kind, "", "", "", "", "", "", ""))
             continue
-        hs = fleet.settings_for(h, from_host(h))
+        hs = fleetrun.server_settings(h, fleet)
         st = h.get_fact(release.Status, base=hs.base_dir, app=hs.app_name, subdir=hs.project_subdir,
                         pyenv_root=hs.pyenv_root, version=hs.python_version,
                         health=hs.health_path, python=hs.python_bin)

@@ -79,10 +79,6 @@ class Plan:
         """The app servers not yet serving the target (all of them, usually)."""
         return [x for x in self.servers if not serves(x, self.target)]
 
-    @property
-    def mixed(self) -> bool:
-        return len({x.revision for x in self.servers}) > 1
-
 
 def serves(server: Server, commit: str) -> bool:
     """Whether the server's live slot runs `commit` and `current` is it."""

@@ -52,6 +52,12 @@ def check_host(s: Settings, lb_name: str = "") -> str:
     return [n for n in (s.server_names or [lb_name or host.name]) if "*" not in n][0]
 
 
+def asked_like_haproxy(host_header: str) -> str:
+    """curl, asking an app server's nginx the way HAProxy does: the site's name as Host, the
+    client's request marked HTTPS."""
+    return f"curl -s --max-time 5 -H {sh('Host: ' + host_header)} -H 'X-Forwarded-Proto: https'"
+
+
 def config_text(s: Settings, backends: list[Backend]) -> str:
     return render("haproxy.cfg.j2", app_name=s.app_name, http_port=s.http_port,
                   https_port=s.https_port, tls=s.tls != "off", certificate=certificate_path(s),
@@ -134,7 +140,7 @@ def sees(s: Settings, server: str, address: str, revision: str, timeout: int):
     + timeout: seconds
     """
     base = f"http://{address}:{s.http_port}"
-    curl = f"curl -s --max-time 5 -H {sh('Host: ' + check_host(s))} -H 'X-Forwarded-Proto: https'"
+    curl = asked_like_haproxy(check_host(s))
     stat = (f"echo 'show stat' | socat stdio /run/haproxy/admin.sock | "
             f"awk -F, '$1 == \"{s.app_name}_app\" && $2 == \"{server}\" {{ print $18 }}'")
     yield (
@@ -166,8 +172,8 @@ class BalancerView(JsonState):
         for name, address in servers:
             url = sh(f"http://{address}:{port}{path}")
             parts.append(
-                f"code=$(curl -s --max-time 5 -o /dev/null -w '%{{http_code}}' -H {sh('Host: ' + host_header)} "
-                f"-H 'X-Forwarded-Proto: https' {url} 2>/dev/null); "
+                f"code=$({asked_like_haproxy(host_header)} -o /dev/null -w '%{{http_code}}' "
+                f"{url} 2>/dev/null); "
                 f"printf '\"%s\":{{\"haproxy\":\"%s\",\"check\":\"%s\",\"health\":\"%s\"}}' {sh(name)} "
                 f"\"$(field {sh(name)} 18)\" \"$(field {sh(name)} 37)\" \"$code\"")
         return stat + "printf '{'; " + "; printf ','; ".join(parts) + "; printf '}\\n'"
