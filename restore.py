@@ -10,11 +10,16 @@ again health-gated and the page goes. A failure puts the previous data back. The
 records the restore; the data it replaced is kept until the next restore
 (shared/data/db.sqlite3.before-restore or the database <app>_before_restore, and
 shared/backups/media-before-restore).
+
+On a fleet (a db server) the same is done for the whole fleet, in phases (operations/
+fleetrestore.py): every app server shows the page and stops, the first app server replaces the
+db server's database in one transaction (the replaced data kept as
+shared/backups/db-before-restore.dump) and migrates it, every app server starts again.
 """
 
 from pyinfra import host, logger, state
 
-from operations import backup, release, roles, system
+from operations import backup, fleetrestore, release, roles, system
 from operations.common import Stop
 from operations.settings import from_host
 
@@ -22,9 +27,8 @@ s = from_host(host)
 fleet = roles.fleet_of(state, s)
 s = fleet.settings_for(host, s)
 if fleet.db is not None:
-    raise Stop("restore.py restores a site whose database is on its app server; a fleet's database "
-               "server is restored by hand for now (README: Fleet, restore)")
-if roles.is_app_server(host):
+    fleetrestore.run(state, s, fleet)
+elif roles.is_app_server(host):
     current = host.get_fact(release.CurrentRevision, base=s.base_dir)
     if not current:
         raise Stop(f"{host.name}: nothing is deployed yet; run deploy.py first")

@@ -12,6 +12,9 @@ Python, reading its settings from the JSON file the deploy writes (--config).
     apply --slot a --migrate CMD --health CMD
                     swap the fetched backup in under the maintenance page, migrate, start the app
                     health-gated (a failure puts the previous database back), then the media
+    replace --migrate CMD | put-back | finish
+                    a fleet's restore, its app servers stopped by the deploy: the db server's
+                    database kept aside and replaced, migrated (put-back undoes it); then the media
 """
 
 from __future__ import annotations
@@ -127,11 +130,23 @@ def dump_database(kind: str, source: str, out: str) -> None:
 
 def load_remote(env_file: str, dump: str) -> None:
     """A dump of `dump_database` put back into another server's database (its URL in an
-    environment file), in one transaction: what the dump holds replaces what is there."""
-    with open(dump, "rb") as handle:
-        run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction",
-             "--exit-on-error", "-d", remote_database(env_file)["PGDATABASE"]],
-            env=remote_database(env_file), stdin=handle, what="pg_restore")
+    environment file), in one transaction: the database becomes exactly what the dump holds.
+    Every object the app's role owns is dropped first, so a table made after the dump (by a
+    later migration) goes too, and migrating again finds what the dump's migrations say."""
+    env = remote_database(env_file)
+    script = dump + ".sql"
+    try:
+        with open(script, "w") as handle:
+            os.chmod(script, 0o600)
+            handle.write("DROP OWNED BY CURRENT_USER;\n")
+            handle.flush()
+            run(["pg_restore", "--no-owner", "--no-privileges", "-f", "-", dump], stdout=handle,
+                what="pg_restore")
+        run(["psql", "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", script],
+            env=env, what="psql (the dump loaded in one transaction)")
+    finally:
+        if os.path.exists(script):
+            os.unlink(script)
 
 
 def verify_database(kind: str, path: str) -> None:
@@ -387,7 +402,8 @@ def fetch(cfg: dict, name: str, where: str) -> int:
             if about["database"] != cfg["database"]:
                 raise Failure(f"it holds a {about['database']} database; this site uses {cfg['database']}")
             verify_database(about["database"], path)
-            if about["database"] == "postgresql":
+            # A fleet's database is on its db server: loaded there once the app servers stop.
+            if about["database"] == "postgresql" and not cfg["source"].startswith("/"):
                 stage_postgresql(cfg, path)
     except (Failure, OSError, ValueError, KeyError) as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -533,6 +549,68 @@ def apply(cfg: dict, slot: str, migrate: str, health: str) -> int:
     return 0
 
 
+# -- a fleet's restore: the database on the db server, the app servers stopped by the deploy ---
+
+BEFORE = "backups/db-before-restore.dump"  # inside `shared`: the fleet's data the restore replaced
+REPLACED = "backups/restore-replaced"      # inside `shared`: the database holds the backup now
+
+
+def replace(cfg: dict, migrate: str) -> int:
+    """With every app server stopped: the fleet's database (on its db server) kept aside as a
+    dump, replaced by the fetched backup in one transaction, and migrated to the current
+    release. If the load or the migration fails, the kept dump goes back."""
+    swap = Swap(cfg)
+    if swap.kind != "postgresql" or not cfg["source"].startswith("/"):
+        raise Failure("replace is for a fleet's PostgreSQL on its db server; use apply")
+    shared, env_file = cfg["shared"], cfg["source"]
+    before, marker = os.path.join(shared, BEFORE), os.path.join(shared, REPLACED)
+    began = time.monotonic()
+    dump_database("postgresql", env_file, before)
+    step = "load the backup"
+    try:
+        load_remote(env_file, os.path.join(swap.staging, DUMP, swap.about["file"]))
+        with open(marker, "w") as handle:
+            handle.write(swap.about["name"] + "\n")
+        step = "migrate"
+        subprocess.run(migrate, shell=True, check=True)
+    except (Failure, OSError, subprocess.CalledProcessError) as error:
+        log(f"restore: {step} failed ({error}); putting the fleet's previous database back")
+        load_remote(env_file, before)
+        if os.path.exists(marker):
+            os.unlink(marker)
+        raise Failure(f"restore failed at '{step}': {error}; the fleet's database is as it "
+                      "was before") from None
+    log(f"restore: {swap.about['name']} loaded into the fleet's database and migrated "
+        f"({time.monotonic() - began:.1f}s); the replaced data is kept: {before}")
+    return 0
+
+
+def put_back(cfg: dict) -> int:
+    """Undo `replace` (the app servers stopped again first): the kept dump loaded back."""
+    marker = os.path.join(cfg["shared"], REPLACED)
+    if not os.path.exists(marker):
+        log("restore: the fleet's database was not replaced; nothing to put back")
+        return 0
+    load_remote(cfg["source"], os.path.join(cfg["shared"], BEFORE))
+    os.unlink(marker)
+    log("restore: the fleet's previous database is back")
+    return 0
+
+
+def finish(cfg: dict) -> int:
+    """Once every app server serves the restored database: the media made equal to the
+    backup's (the shared uploads), the staging folder removed."""
+    swap = Swap(cfg)
+    aside = swap.media()
+    shutil.rmtree(cfg["staging"], ignore_errors=True)
+    marker = os.path.join(cfg["shared"], REPLACED)
+    if os.path.exists(marker):
+        os.unlink(marker)
+    log(f"restore: {swap.about['name']} applied to the fleet"
+        + (f"; the media files it replaced are in {aside}" if aside and os.path.isdir(aside) else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     global _log_file
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -555,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slot", choices=("a", "b"), required=True)
     p.add_argument("--migrate", required=True, help="shell command: migrate the restored database")
     p.add_argument("--health", required=True, help="shell command: the app answers healthy")
+    p = sub.add_parser("replace")
+    p.add_argument("--migrate", required=True, help="shell command: migrate the restored database")
+    sub.add_parser("put-back")
+    sub.add_parser("finish")
     args = parser.parse_args(argv)
     try:
         if args.command == "dump":
@@ -576,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
                 return create(cfg, at.replace(microsecond=0))
             if args.command == "fetch":
                 return fetch(cfg, args.name, args.where)
+            if args.command == "replace":
+                return replace(cfg, args.migrate)
+            if args.command == "put-back":
+                return put_back(cfg)
+            if args.command == "finish":
+                return finish(cfg)
             return apply(cfg, args.slot, args.migrate, args.health)
         finally:
             held.close()

@@ -11,11 +11,13 @@ from pyinfra import host
 from pyinfra.api import FactBase, OperationError, operation
 
 from .common import FileDigests, JsonState, PathStates, config_file, render, sh
+from .maintenance import RETRY_AFTER
 from .roles import address_of
 from .settings import Settings
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 CERTS = "/etc/haproxy/certs"
+ERRORS = "/etc/haproxy/errors"
 
 
 class ConfigHeader(FactBase):
@@ -58,11 +60,28 @@ def asked_like_haproxy(host_header: str) -> str:
     return f"curl -s --max-time 5 -H {sh('Host: ' + host_header)} -H 'X-Forwarded-Proto: https'"
 
 
+def error_page_path(s: Settings) -> str:
+    return f"{ERRORS}/{s.app_name}-503.http"
+
+
+def error_page(s: Settings) -> str:
+    """HAProxy's answer when no app server is up (all of them restarting, or showing the
+    maintenance page during a restore): the maintenance page, 503 with Retry-After, as a whole
+    HTTP response."""
+    body = render("maintenance.html.j2", app_name=s.app_name, restoring=False)
+    head = ["HTTP/1.1 503 Service Unavailable", "Content-Type: text/html; charset=utf-8",
+            f"Retry-After: {RETRY_AFTER}", "Cache-Control: no-store",
+            f"Content-Length: {len(body.encode())}", "Connection: close"]
+    return "\r\n".join(head) + "\r\n\r\n" + body
+
+
 def config_text(s: Settings, backends: list[Backend]) -> str:
+    # The page's digest is in the configuration, so a changed page reloads HAProxy too.
+    page = hashlib.sha256(error_page(s).encode()).hexdigest()[:12]
     return render("haproxy.cfg.j2", app_name=s.app_name, http_port=s.http_port,
                   https_port=s.https_port, tls=s.tls != "off", certificate=certificate_path(s),
                   timeout=s.gunicorn_timeout, health_path=s.health_path, host_name=check_host(s),
-                  servers=backends)
+                  servers=backends, error_page=error_page_path(s), error_page_digest=page)
 
 
 @operation()
@@ -117,6 +136,7 @@ def balancer(s: Settings, backends: list[Backend]):
     ours = host.get_fact(ConfigHeader, path=CONFIG).startswith("# HAProxy in front of")
     apply = "systemctl reload haproxy" if ours else "systemctl restart haproxy"
     new = f"{CONFIG}.djdeploy-new"
+    yield from config_file._inner(path=error_page_path(s), content=error_page(s))
     yield from config_file._inner(path=new, content=content)
     yield (f"if haproxy -c -q -f {sh(new)}; then mv -f {sh(new)} {CONFIG} && "
            "systemctl enable -q haproxy && "

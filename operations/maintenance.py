@@ -32,4 +32,5 @@ def page(s: Settings):
     + s: settings
     """
     yield from config_file._inner(path=f"{page_dir(s)}/maintenance.html",
-                                  content=render("maintenance.html.j2", app_name=s.app_name))
+                                  content=render("maintenance.html.j2", app_name=s.app_name,
+                                                 restoring=True))

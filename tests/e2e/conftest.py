@@ -198,6 +198,41 @@ def wait_for(port: int, path: str, status: int = 200, seconds: float = 60, **kw)
     raise AssertionError(f"{path} did not answer {status} within {seconds:.0f}s: {last!r}")
 
 
+class Poller:
+    """One more client that records, for every answer of `get()`, its status, its Retry-After
+    and whether it is the maintenance page (both languages)."""
+
+    def __init__(self, get):
+        self.get, self.seen, self.stop = get, [], threading.Event()
+        self.times: list[float] = []  # when each answer came
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                answer = self.get()
+                self.seen.append((answer.status, answer.headers.get("Retry-After"),
+                                  "維護" in answer.body and "maintenance" in answer.body))
+            except (OSError, http.client.HTTPException) as error:
+                self.seen.append(("error", repr(error), False))
+            self.times.append(time.monotonic())
+            self.stop.wait(0.05)
+
+    @property
+    def unavailable(self) -> float:
+        """Seconds from the first answer other than 200 to the last."""
+        down = [t for t, s in zip(self.times, self.seen) if s[0] != 200]
+        return down[-1] - down[0] if down else 0.0
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+
+
 def race(runner: "Runner", server, script: str, settings: dict) -> tuple["Run", "Run"]:
     """Two runs of `script` started together: (the one that succeeded, the one that was
     refused); fails unless exactly one of each."""

@@ -8,19 +8,17 @@ deployed and restored from the backup server."""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import importlib.util
 import re
 import shlex
 import subprocess
-import threading
 import time
 
 import pytest
 
 from bench.load import Load
 
-from .conftest import ROOT, Runner, http_get, note, sh, wait_for
+from .conftest import ROOT, Poller, Runner, http_get, note, sh, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -227,32 +225,6 @@ def test_firewall_change_not_confirmed_is_reverted(sb, servers):
 # -- restore ----------------------------------------------------------------------------------
 
 
-class Poller:
-    """One more client that records the status and Retry-After of every answer."""
-
-    def __init__(self, port: int):
-        self.port, self.seen, self.stop = port, [], threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.is_set():
-            try:
-                answer = http_get(self.port, "/", timeout=5)
-                self.seen.append((answer.status, answer.headers.get("Retry-After"),
-                                  "維護" in answer.body and "maintenance" in answer.body))
-            except (OSError, http.client.HTTPException) as error:
-                self.seen.append(("error", repr(error), False))
-            self.stop.wait(0.05)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(10)
-
-
 def test_restore_under_load_shows_the_maintenance_page(sb, servers, runner, pytestconfig):
     restore_point = local_backups(sb)[-1]
     expected = customers(sb)
@@ -261,13 +233,14 @@ def test_restore_under_load_shows_the_maintenance_page(sb, servers, runner, pyte
     put_media(sb, APP_SERVER, "contracts/late.txt", "uploaded after the backup\n")
     port = sb.server(APP_SERVER).http_port
     load = Load(port, ["/", "/customers/"], clients=20, seconds=180, max_requests=100_000, pause=0.05)
-    with Poller(port) as poller, load:
+    with Poller(lambda: http_get(port, "/", timeout=5)) as poller, load:
         time.sleep(1)
         run = runner.run(APP_SERVER, "restore.py", settings=servers)
         time.sleep(2)
     result = load.result
     statuses = dict(result.statuses)
-    note(pytestconfig, f"restore.py under 20 clients ({run.seconds:.1f}s): {result.summary()}")
+    note(pytestconfig, f"restore.py under 20 clients ({run.seconds:.1f}s): {result.summary()}; "
+                       f"the maintenance page for {poller.unavailable:.1f}s")
     note(pytestconfig, "restore phases: " + "; ".join(
         line.split(" ", 1)[1] for line in log_tail(sb, 3).splitlines() if "restore:" in line))
     assert run.returncode == 0, run.explain()

@@ -23,7 +23,7 @@ import pytest
 from bench.load import Load
 from bench.revisions import add_column, both, page_note, push_branches, unhealthy_where
 
-from .conftest import OUTPUTS, Runner, http_get, note, race, sh, stall_limit
+from .conftest import OUTPUTS, Poller, Runner, http_get, note, race, sh, stall_limit
 
 pytestmark = pytest.mark.e2e
 
@@ -559,3 +559,92 @@ def test_fleet_rollback_restores_the_database_once(sb, fleet, runner, revisions,
     assert customer_columns(sb, APP2) == columns
     assert manage(sb, APP2, "from sales.models import Customer; "
                             "print(Customer.objects.filter(name='Written on E').count())") == "0"
+
+
+def table_names(sb, name: str) -> list[str]:
+    return manage(sb, name, "from django.db import connection as c; "
+                            "print(sorted(c.introspection.table_names()))")
+
+
+def test_fleet_restore_under_load(sb, fleet, runner, revisions, pytestconfig):
+    """backup.py, then a row, a table and an upload written after it; restore.py under 20
+    clients through the load balancer: only 200 or the maintenance page (503, Retry-After),
+    the data as the backup had it on every app server, the once-only steps on the first."""
+    settings = {**SETTINGS, "revision": "fleet-e"}
+    run = runner.run(FLEET, "backup.py", settings=settings)
+    assert run.returncode == 0, run.explain()
+    point = re.search(rf"backup ({APP1}-\d{{8}}T\d{{6}}Z)", run.output).group(1)
+    tables = table_names(sb, APP2)
+    count = "from sales.models import Customer; print(Customer.objects.count())"
+    rows = manage(sb, APP2, count)
+    manage(sb, APP1, "from sales.models import Customer; Customer.objects.create(name='After the backup')")
+    manage(sb, APP1, "from django.db import connection as c; "
+                     "c.cursor().execute('CREATE TABLE made_after_the_backup (id integer)')")
+    late = manage(sb, APP1, "from django.core.files.base import ContentFile; "
+                            "from django.core.files.storage import default_storage as d; "
+                            "print(d.save('contracts/after-backup.txt', ContentFile(b'late\\n')))")
+    assert lb_get(fleet, f"/media/{late}").status == 200
+
+    dry = runner.run(FLEET, "restore.py", "--dry", settings=settings)
+    assert dry.returncode == 0, dry.explain()
+    assert f"fleet restore of {point} (the server's copy)" in dry.output, dry.output
+    assert f"maintenance page on, the app stopped: {APP1}, {APP2}" in dry.output, dry.output
+    assert manage(sb, APP2, count) != rows  # --dry changed nothing
+
+    with Load(fleet[LB].https_port, ["/", "/customers/"], clients=20, seconds=300, pause=0.05,
+              timeout=15, https=True) as load, Poller(lambda: lb_get(fleet, timeout=5)) as poller:
+        time.sleep(1)
+        run = runner.run(FLEET, "restore.py", settings=settings)
+        time.sleep(1)
+    result = load.result
+    statuses = dict(result.statuses)
+    note(pytestconfig, f"fleet restore.py under 20 clients ({run.seconds:.1f}s): {result.summary()}; "
+                       f"the maintenance page for {poller.unavailable:.1f}s")
+    assert run.returncode == 0, run.explain()
+    assert set(statuses) <= {200, 503}, f"{result.summary()}; {result.errors}"
+    assert statuses.get(503, 0) > 0 and statuses.get(200, 0) > 0, result.summary()
+    down = [s for s in poller.seen if s[0] != 200]
+    assert down and all(s == (503, "30", True) for s in down), down[:5]
+    assert poller.seen[-1][0] == 200, poller.seen[-5:]
+    # The data as the backup had it, on both servers; the replaced database kept as a dump.
+    assert manage(sb, APP2, count) == rows
+    assert table_names(sb, APP1) == tables
+    assert lb_get(fleet, f"/media/{late}").status == 404
+    sh(sb, APP1, f"pg_restore -l /srv/{APP}/shared/backups/db-before-restore.dump | grep -q made_after_the_backup")
+    assert operation_hosts(run.output, "The fleet's database replaced") == {APP1}, run.output
+    assert operation_hosts(run.output, "The app started") == {APP1, APP2}, run.output
+    assert served_by(fleet) == {APP1, APP2}
+    audit = sh(sb, APP1, f"tail -n 1 /srv/{APP}/shared/audit.log").stdout
+    assert f"restore {point} from server onto" in audit and audit.rstrip().endswith(" ok"), audit
+    sh(sb, APP1, f"test ! -e /srv/{APP}/deploy.lock")
+
+
+FAIL_ONCE = "/run/djdeploy-test-fail-once"
+DROP_IN = f"/run/systemd/system/{APP}@.service.d/zz-test-fail-once.conf"
+
+
+def test_a_failed_fleet_restore_puts_the_data_back(sb, fleet, runner, pytestconfig):
+    """Gunicorn fails to start once on fapp2 after the database was replaced: the run stops,
+    the database written before it goes back, every app server serves again, unlocked."""
+    settings = {**SETTINGS, "revision": "fleet-e"}
+    count = "from sales.models import Customer; print(Customer.objects.filter(name='Before the failed restore').count())"
+    manage(sb, APP1, "from sales.models import Customer; Customer.objects.create(name='Before the failed restore')")
+    sh(sb, APP2, f"mkdir -p {os.path.dirname(DROP_IN)} && printf '%s\\n' '[Service]' "
+                 f"\"ExecStartPre=+/bin/sh -c 'if [ -f {FAIL_ONCE} ]; then rm -f {FAIL_ONCE}; exit 1; fi'\" "
+                 f"> {DROP_IN} && touch {FAIL_ONCE} && systemctl daemon-reload")
+    try:
+        run = runner.run(FLEET, "restore.py", settings=settings)
+    finally:
+        sh(sb, APP2, f"rm -f {DROP_IN} {FAIL_ONCE} && systemctl daemon-reload")
+    note(pytestconfig, f"fleet restore failing on {APP2} after the database was replaced: "
+                       f"exit {run.returncode} after {run.seconds:.1f}s")
+    assert run.returncode != 0, run.explain()
+    assert re.search(rf"fleet restore of {APP1}-\S+ failed on {APP2}", run.output), run.output
+    assert "database: put back" in run.output and f"{APP2}: serving" in run.output, run.output
+    assert manage(sb, APP2, count) == "1"  # the data written before the restore, back
+    assert served_by(fleet) == {APP1, APP2}
+    for name in (APP1, APP2):
+        sh(sb, name, f"test ! -e /srv/{APP}/maintenance")
+    sh(sb, APP1, f"test ! -e /srv/{APP}/deploy.lock")
+    audit = sh(sb, APP1, f"tail -n 1 /srv/{APP}/shared/audit.log").stdout
+    assert audit.rstrip().endswith(" failed"), audit
