@@ -121,3 +121,9 @@ if roles.is_backup_server(host):
 
 if not is_db:
     firewall.rules(name="Firewall: SSH and the site open, the rest closed", s=s, fleet=fleet)
+
+if fleet.several:
+    roles.phase(name="Every server is deployed", title="every server deployed")
+if is_lb:
+    haproxy.serving(name="The load balancer sends requests to every app server", s=s,
+                    backends=haproxy.backends(s, fleet))

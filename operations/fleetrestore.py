@@ -26,11 +26,11 @@ from pyinfra import host, logger
 from pyinfra.api import operation
 from pyinfra.context import ctx_host
 
-from . import backup, gunicorn, haproxy, maintenance, release, roles, system
+from . import backup, fleetrun, gunicorn, haproxy, maintenance, release, roles, system
 from .app import MIGRATIONS, Layout, manage_command
 from .common import TOOLS, Stop, sh
 from .fleetrun import FailedStep, _planning, server_settings
-from .settings import Settings
+from .settings import Settings, from_host
 
 BEFORE = "backups/db-before-restore.dump"  # in `shared` (files/djdeploy_backup.py: BEFORE)
 REPLACED = "backups/restore-replaced"      # in `shared`: the database holds the backup
@@ -213,28 +213,19 @@ def describe(plan: RestorePlan) -> None:
     logger.info("\n".join(lines))
 
 
-class Guard:
+class Guard(fleetrun.Guard):
     """pyinfra's `should_raise_failed_hosts` for a fleet's restore (see fleetrun.Guard): puts the
     previous database back if it was replaced, starts every app server again without the page,
-    releases the lock, then lets the run stop."""
+    waits for the load balancer, releases the lock, then lets the run stop."""
 
-    def __init__(self, plan: RestorePlan):
-        self.plan = plan
+    action = "restore"
 
-    def __call__(self, state) -> bool:
+    def lock_holder(self, state):
+        return state.inventory.get_host(self.plan.first.name), self.plan.first.s
+
+    def undo(self, state, failed: list[str]) -> None:
         plan = self.plan
-        if plan.compensated:
-            return True
-        plan.compensated = True
-        failed = sorted(h.name for h in state.failed_hosts)
-        first = state.inventory.get_host(plan.first.name)
-        fs = plan.first.s
-        ok, out = first.run_shell_command(f"cat {sh(release.lock_path(fs))} 2>/dev/null || true",
-                                          _sudo=True)
-        if f'"pid": {release.RUN["pid"]},' not in "\n".join(out.stdout_lines if ok else []):
-            logger.error(f"fleet restore stopped on {', '.join(failed)} before it held the "
-                         "fleet's lock: nothing was changed by it")
-            return True
+        first, fs = self.lock_holder(state)
         report = []
         marker = f"{Layout(fs).shared}/{REPLACED}"
         replaced_now, _ = first.run_shell_command(f"test -f {sh(marker)}", _sudo=True)
@@ -251,6 +242,14 @@ class Guard:
             done, output = h.run_shell_command(command, _sudo=True)
             report.append(f"{a.name}: {'serving' if done else 'NOT healthy'}"
                           + ("" if done else f" ({said(output)})"))
+        if plan.lb is not None:  # done when the load balancer sends requests to them again
+            ls = from_host(plan.lb)
+            servers = [(a.name, roles.address_of(state.inventory.get_host(a.name)))
+                       for a in plan.apps]
+            done, output = plan.lb.run_shell_command(
+                haproxy.serving_command(ls, servers, haproxy.check_host(ls, plan.lb.name), 60),
+                _sudo=True)
+            report.append(f"{plan.lb.name}: {said(output)}")
         what = f"restore {plan.backup} from {plan.where} onto {plan.commit[:12]}"
         for a in plan.apps:
             state.inventory.get_host(a.name).run_shell_command(
@@ -260,7 +259,6 @@ class Guard:
         logger.error(f"fleet restore of {plan.backup} failed on {', '.join(failed)}"
                      + (f" ({steps})" if steps else "") + f". {'; '.join(report)}. "
                      f"The lock on {first.name} is released ({fs.app_name}).")
-        return True
 
 
 def said(output) -> str:

@@ -231,9 +231,12 @@ def rollback_target(s: Settings, fleet, servers: list[Server]) -> tuple[str, str
 class Guard:
     """Installed as pyinfra's `should_raise_failed_hosts`: called once a step has finished on
     every server and at least one failed (FAIL_PERCENT 0: any failed server stops the run).
-    It undoes what this run did on every app server, then lets the run stop."""
+    Once (a plan with `compensated`), and only when this run holds the fleet's lock, it undoes
+    what this run did (`undo`), then lets the run stop."""
 
-    def __init__(self, plan: Plan):
+    action = ""
+
+    def __init__(self, plan):
         self.plan = plan
 
     def __call__(self, state) -> bool:
@@ -242,13 +245,23 @@ class Guard:
             return True
         plan.compensated = True
         failed = sorted(h.name for h in state.failed_hosts)
-        lock = plan.lock_host
-        ok, out = lock.run_shell_command(f"cat {sh(release.lock_path(plan.servers[0].s))} 2>/dev/null || true",
+        lock, s = self.lock_holder(state)
+        ok, out = lock.run_shell_command(f"cat {sh(release.lock_path(s))} 2>/dev/null || true",
                                          _sudo=True)
         if f'"pid": {release.RUN["pid"]},' not in "\n".join(out.stdout_lines if ok else []):
-            logger.error(f"fleet {plan.action} stopped on {', '.join(failed)} before it held the "
-                         "fleet's lock: nothing was changed by it")
+            logger.error(f"fleet {self.action or plan.action} stopped on {', '.join(failed)} before "
+                         "it held the fleet's lock: nothing was changed by it")
             return True
+        self.undo(state, failed)
+        return True
+
+    def lock_holder(self, state):
+        """The server that holds the fleet's lock, and its settings."""
+        return self.plan.lock_host, self.plan.servers[0].s
+
+    def undo(self, state, failed: list[str]) -> None:
+        plan = self.plan
+        lock = plan.lock_host
         report = []
         for x in plan.moving:
             h = state.inventory.get_host(x.name)
@@ -269,7 +282,6 @@ class Guard:
             + (f" ({steps})" if steps else "") + ". Every app server is back on the release it "
             f"served (switched back where it had switched): {'; '.join(report)}. "
             f"The lock on {lock.name} is released ({s.app_name}).")
-        return True
 
 
 class FailedStep(BaseStateCallback):

@@ -178,6 +178,57 @@ def sees(s: Settings, server: str, address: str, revision: str, timeout: int):
     )
 
 
+@operation()
+def serving(s: Settings, backends: list[Backend], timeout: int = 60):
+    """
+    HAProxy sends requests to every app server: each one UP in HAProxy and its health path
+    answering 200 when asked the way HAProxy asks. A deploy is done when the site is served
+    by all its app servers, not when the last file is written. Waits up to `timeout` seconds.
+
+    + s: settings
+    + backends: the app servers
+    + timeout: seconds
+    """
+    servers = [(b.name, b.address) for b in backends]
+    view = host.get_fact(BalancerView, app=s.app_name, servers=servers, port=s.http_port,
+                         path=s.health_path, host_header=check_host(s))
+    if all(view.get(name, {}).get("haproxy") == "UP" and view.get(name, {}).get("health") == "200"
+           for name, _ in servers):
+        host.noop(f"every app server is UP: {', '.join(name for name, _ in servers)}")
+        return
+    yield serving_command(s, servers, check_host(s), timeout)
+
+
+def stat_reader(app: str) -> str:
+    """Shell: HAProxy's `show stat` read once into $stat; then `field SERVER N` prints field N
+    (18: the state, 37: the last check) of the site's SERVER."""
+    return ("stat=$(echo 'show stat' | socat stdio /run/haproxy/admin.sock 2>/dev/null); "
+            "field() { printf '%s\\n' \"$stat\" | "
+            f"awk -F, -v s=\"$1\" -v f=\"$2\" '$1 == \"{app}_app\" && $2 == s {{ print $f }}'; }}; ")
+
+
+def serving_command(s: Settings, servers: list[tuple[str, str]], host_header: str,
+                    timeout: int) -> str:
+    """Wait until every app server is UP in HAProxy and answers its health path with 200."""
+    curl = asked_like_haproxy(host_header)
+    checks = []
+    for name, address in servers:
+        url = sh(f"http://{address}:{s.http_port}{s.health_path}")
+        checks.append(
+            f"code=$({curl} -o /dev/null -w '%{{http_code}}' {url}); state=$(field {sh(name)} 18); "
+            f"[ \"$code\" = 200 ] && [ \"$state\" = UP ] || waiting=\"$waiting {name} (health $code, HAProxy ${{state:-none}})\"")
+    return (
+        f"end=$(( $(date +%s) + {int(timeout)} )); "
+        "while :; do waiting=''; " + stat_reader(s.app_name)
+        + "; ".join(checks) + "; "
+        "[ -z \"$waiting\" ] && break; "
+        "if [ $(date +%s) -ge $end ]; then "
+        f"echo \"not serving through the load balancer after {int(timeout)}s:$waiting (wanted health 200, UP)\" >&2; "
+        "exit 1; fi; sleep 0.5; done; "
+        f"echo 'every app server is UP in HAProxy: {', '.join(name for name, _ in servers)}'"
+    )
+
+
 class BalancerView(JsonState):
     """
     The load balancer's view of each app server of the site: HAProxy's state of it and its last
@@ -185,9 +236,7 @@ class BalancerView(JsonState):
     """
 
     def command(self, app: str, servers: list, port: int, path: str, host_header: str) -> str:
-        stat = ("stat=$(echo 'show stat' | socat stdio /run/haproxy/admin.sock 2>/dev/null); "
-                "field() { printf '%s\\n' \"$stat\" | "
-                f"awk -F, -v s=\"$1\" -v f=\"$2\" '$1 == \"{app}_app\" && $2 == s {{ print $f }}'; }}; ")
+        stat = stat_reader(app)
         parts = []
         for name, address in servers:
             url = sh(f"http://{address}:{port}{path}")

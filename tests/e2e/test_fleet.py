@@ -6,7 +6,8 @@
 The servers are `flb` (lb), `fdb` (db), `fapp1` and `fapp2` (app); runs limit themselves to them.
 The tests run in file order and share the fleet: a first deploy, a second that changes nothing,
 data and uploads shared, security, an app server lost under load, the db server rebooted, bad
-layouts, then an update with a migration and a backup.
+layouts, then updates and rollbacks (under load, unhealthy, killed, two at once), the status
+table, scale out and in, and restores (under load, and one that fails half way).
 """
 
 from __future__ import annotations

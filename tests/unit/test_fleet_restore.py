@@ -1,6 +1,7 @@
 """A fleet's restore in pieces: its preview, the maintenance page taken down and put up on each
 app server (run here in a shell against a folder shaped like a server's, with systemctl
-recording and the health gate replaced), and HAProxy's page when no app server is up."""
+recording and the health gate replaced), HAProxy's page when no app server is up, and the
+wait at the end of a fleet's deploy until HAProxy sends requests to every app server."""
 
 import logging
 import os
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from operations import fleetrestore, haproxy, maintenance
+from operations import fleetrestore, haproxy, maintenance, release
 from operations.common import render
 from operations.settings import validate
 
@@ -125,3 +126,102 @@ def test_the_backup_script_replaces_only_a_fleets_postgresql(tmp_path):
                              "--migrate", "true"], capture_output=True, text=True)
     assert result.returncode == 1
     assert "replace is for a fleet's PostgreSQL" in result.stderr
+
+
+# -- the load balancer serving every app server ------------------------------------------------
+
+
+def stat_line(server: str, state: str) -> str:
+    fields = ["shop_app", server] + [""] * 15 + [state] + [""] * 20
+    return ",".join(fields)
+
+
+@pytest.fixture()
+def balancer(tmp_path: Path):
+    """socat answers `show stat` from the file STAT; curl answers the status in CODE."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "socat").write_text('#!/bin/sh\ncat "$STAT"\n')
+    (bin_ / "curl").write_text('#!/bin/sh\nprintf %s "$CODE"\n')
+    for tool in ("socat", "curl"):
+        (bin_ / tool).chmod(0o755)
+    stat = tmp_path / "stat"
+
+    def run(states: dict, code: str = "200", timeout: int = 1):
+        stat.write_text("".join(stat_line(n, st) + "\n" for n, st in states.items()))
+        command = haproxy.serving_command(S, [("app1", "10.0.0.11"), ("app2", "10.0.0.12")],
+                                          "shop.example.internal", timeout)
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              env={**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}",
+                                   "STAT": str(stat), "CODE": code})
+    return run
+
+
+def test_the_deploy_ends_when_every_app_server_is_up(balancer):
+    result = balancer({"app1": "UP", "app2": "UP"})
+    assert result.returncode == 0, result.stderr
+    assert "every app server is UP in HAProxy: app1, app2" in result.stdout
+
+
+def test_a_server_not_up_is_named_after_the_wait(balancer):
+    result = balancer({"app1": "UP", "app2": "DOWN"})
+    assert result.returncode == 1
+    assert "app2 (health 200, HAProxy DOWN)" in result.stderr and "app1 (" not in result.stderr
+    result = balancer({"app1": "UP"}, code="503")
+    assert "app1 (health 503, HAProxy UP) app2 (health 503, HAProxy none)" in result.stderr
+
+
+# -- the guard: undo only what this run did ---------------------------------------------------
+
+
+class Output:
+    def __init__(self, lines):
+        self.stdout_lines, self.stderr_lines = lines, []
+
+
+class FakeHost:
+    def __init__(self, name, answers):
+        self.name, self.answers, self.commands = name, answers, []
+
+    def run_shell_command(self, command, _sudo=False):
+        self.commands.append(command)
+        for start, (ok, lines) in self.answers.items():
+            if command.startswith(start):
+                return ok, Output(lines)
+        return True, Output([])
+
+
+class FakeState:
+    def __init__(self, hosts, failed):
+        self.hosts = {h.name: h for h in hosts}
+        self.failed_hosts = [self.hosts[n] for n in failed]
+        self.inventory = self
+
+    def get_host(self, name):
+        return self.hosts[name]
+
+
+def guarded(lock_lines, caplog):
+    app1 = FakeHost("app1", {"cat ": (True, lock_lines), "test -f": (False, [])})
+    app2 = FakeHost("app2", {})
+    apps = [fleetrestore.App(n, S, "c" * 40, "a") for n in ("app1", "app2")]
+    plan = fleetrestore.RestorePlan(apps=apps, lb=None, backup="app1-x", where="server")
+    state = FakeState([app1, app2], ["app2"])
+    with caplog.at_level(logging.INFO, logger="pyinfra"):
+        assert fleetrestore.Guard(plan)(state) is True
+        assert fleetrestore.Guard(plan)(state) is True  # once only
+    return app1, app2
+
+
+def test_the_guard_changes_nothing_when_another_run_holds_the_lock(caplog):
+    app1, app2 = guarded(['{"by": "someone", "pid": 1,'], caplog)
+    assert "fleet restore stopped on app2 before it held the fleet's lock" in caplog.text
+    assert len(app1.commands) == 1 and app2.commands == []
+
+
+def test_the_guard_starts_every_server_and_releases_the_lock(caplog):
+    app1, app2 = guarded([f'{{"by": "me", "pid": {release.RUN["pid"]},'], caplog)
+    assert "fleet restore of app1-x failed on app2" in caplog.text
+    assert "app1: serving; app2: serving" in caplog.text and "database" not in caplog.text
+    assert any("systemctl start shop@a.socket" in c for c in app2.commands)
+    assert any("restore app1-x from server onto cccccccccccc failed" in c for c in app2.commands)
