@@ -32,13 +32,7 @@ elif roles.is_app_server(host):
     current = host.get_fact(release.CurrentRevision, base=s.base_dir)
     if not current:
         raise Stop(f"{host.name}: nothing is deployed yet; run deploy.py first")
-    listing = host.get_fact(backup.Backups, python=s.python_bin, config=backup.Paths(s).config)
-    if not listing:
-        raise Stop(f"{host.name}: backups are not set up here; run deploy.py first")
-    try:
-        name, where = backup.choose(listing, host.name, s.restore_name, s.restore_from)
-    except ValueError as error:
-        raise Stop(f"{host.name}: {error}") from None
+    name, where = backup.chosen(host, s, s.restore_name, s.restore_from)
     logger.info(f"{host.name}: restore backup {name} from {backup.where_name(where)}; the data "
                 "written since is replaced (and kept aside until the next restore)")
 

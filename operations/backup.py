@@ -13,7 +13,7 @@ from pyinfra.api import FunctionCommand, OperationError, operation
 
 from . import maintenance
 from .app import MIGRATIONS, Account, Layout, manage_command
-from .common import TOOLS, JsonState, PathStates, config_file, render, sh
+from .common import TOOLS, JsonState, PathStates, Stop, config_file, render, sh
 from .gunicorn import Serving, health_command
 from .nginx import upstream_path
 from .roles import holds_database, takes_backups
@@ -286,6 +286,18 @@ def choose(listing: dict, server: str, name: str, source: str) -> tuple[str, str
             return name, where
     raise ValueError(f"no backup named {name} in " + " or ".join(where_name(w) for w in wheres)
                      + (f" ({'; '.join(problems)})" if problems else ""))
+
+
+def chosen(h, hs: Settings, name: str, source: str) -> tuple[str, str]:
+    """The backup a restore takes from the server `h` (its settings `hs`), as `choose` finds
+    it in the server's listing; a Stop names the server and why none fits."""
+    listing = h.get_fact(Backups, python=hs.python_bin, config=Paths(hs).config)
+    if not listing:
+        raise Stop(f"{h.name}: backups are not set up here; run deploy.py first")
+    try:
+        return choose(listing, h.name, name, source)
+    except ValueError as error:
+        raise Stop(f"{h.name}: {error}") from None
 
 
 def where_name(where: str) -> str:

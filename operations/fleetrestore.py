@@ -171,13 +171,7 @@ def make_plan(state, s: Settings, fleet) -> RestorePlan:
             raise Stop(f"the app servers serve different releases ({listing}); put them on one "
                        "with update.py or rollback.py, then restore; nothing was changed")
         first, fs = fleet.apps[0], apps[0].s
-        listing = first.get_fact(backup.Backups, python=fs.python_bin, config=backup.Paths(fs).config)
-        if not listing:
-            raise Stop(f"{first.name}: backups are not set up here; run deploy.py first")
-        try:
-            name, where = backup.choose(listing, first.name, s.restore_name, s.restore_from)
-        except ValueError as error:
-            raise Stop(f"{first.name}: {error}") from None
+        name, where = backup.chosen(first, fs, s.restore_name, s.restore_from)
         plan = RestorePlan(apps=apps, lb=fleet.lb, backup=name, where=where)
         holder = first.get_fact(release.DeployLock, path=release.lock_path(fs))
         with ctx_host.use(first):

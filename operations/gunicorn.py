@@ -9,8 +9,8 @@ from pyinfra.api import operation
 
 from .app import (COMPLETE, STATIC_MANIFEST, Layout, effective, found_project, release_files,
                   release_info, target_commit)
-from .common import TOOLS, JsonState, config_file, render, sh
-from .nginx import WEB_GROUP, apply_command, upstream_path
+from .common import TOOLS, WEB_GROUP, JsonState, config_file, render, sh
+from .nginx import apply_command, upstream_path
 from .settings import Settings
 
 HEALTH = TOOLS["health"]

@@ -60,6 +60,11 @@ def asked_like_haproxy(host_header: str) -> str:
     return f"curl -s --max-time 5 -H {sh('Host: ' + host_header)} -H 'X-Forwarded-Proto: https'"
 
 
+def status_of(host_header: str, url: str) -> str:
+    """Shell: the HTTP status `url` answers when asked the way HAProxy asks (000: no answer)."""
+    return f"$({asked_like_haproxy(host_header)} -o /dev/null -w '%{{http_code}}' {sh(url)} 2>/dev/null)"
+
+
 def error_page_path(s: Settings) -> str:
     return f"{ERRORS}/{s.app_name}-503.http"
 
@@ -161,15 +166,13 @@ def sees(s: Settings, server: str, address: str, revision: str, timeout: int):
     """
     base = f"http://{address}:{s.http_port}"
     curl = asked_like_haproxy(check_host(s))
-    stat = (f"echo 'show stat' | socat stdio /run/haproxy/admin.sock | "
-            f"awk -F, '$1 == \"{s.app_name}_app\" && $2 == \"{server}\" {{ print $18 }}'")
     yield (
         "command -v curl >/dev/null && command -v socat >/dev/null || "
         "{ echo 'the load balancer lacks curl or socat: run deploy.py first' >&2; exit 1; }; "
         f"end=$(( $(date +%s) + {int(timeout)} )); "
-        "while :; do "
-        f"code=$({curl} -o /dev/null -w '%{{http_code}}' {sh(base + s.health_path)}); "
-        f"version=$({curl} {sh(base + '/_djdeploy/version')}); state=$({stat}); "
+        "while :; do " + stat_reader(s.app_name)
+        + f"code={status_of(check_host(s), base + s.health_path)}; "
+        f"version=$({curl} {sh(base + '/_djdeploy/version')}); state=$(field {sh(server)} 18); "
         f"case \"$version\" in *{revision}*) [ \"$code\" = 200 ] && [ \"$state\" = UP ] && break;; esac; "
         "if [ $(date +%s) -ge $end ]; then "
         f"echo \"{server} seen from the load balancer: health $code, version $version, HAProxy $state "
@@ -210,12 +213,11 @@ def stat_reader(app: str) -> str:
 def serving_command(s: Settings, servers: list[tuple[str, str]], host_header: str,
                     timeout: int) -> str:
     """Wait until every app server is UP in HAProxy and answers its health path with 200."""
-    curl = asked_like_haproxy(host_header)
     checks = []
     for name, address in servers:
-        url = sh(f"http://{address}:{s.http_port}{s.health_path}")
+        url = f"http://{address}:{s.http_port}{s.health_path}"
         checks.append(
-            f"code=$({curl} -o /dev/null -w '%{{http_code}}' {url}); state=$(field {sh(name)} 18); "
+            f"code={status_of(host_header, url)}; state=$(field {sh(name)} 18); "
             f"[ \"$code\" = 200 ] && [ \"$state\" = UP ] || waiting=\"$waiting {name} (health $code, HAProxy ${{state:-none}})\"")
     return (
         f"end=$(( $(date +%s) + {int(timeout)} )); "
@@ -239,10 +241,8 @@ class BalancerView(JsonState):
         stat = stat_reader(app)
         parts = []
         for name, address in servers:
-            url = sh(f"http://{address}:{port}{path}")
             parts.append(
-                f"code=$({asked_like_haproxy(host_header)} -o /dev/null -w '%{{http_code}}' "
-                f"{url} 2>/dev/null); "
+                f"code={status_of(host_header, f'http://{address}:{port}{path}')}; "
                 f"printf '\"%s\":{{\"haproxy\":\"%s\",\"check\":\"%s\",\"health\":\"%s\"}}' {sh(name)} "
                 f"\"$(field {sh(name)} 18)\" \"$(field {sh(name)} 37)\" \"$code\"")
         return stat + "printf '{'; " + "; printf ','; ".join(parts) + "; printf '}\\n'"

@@ -12,7 +12,7 @@ from pyinfra.api import OperationError, operation
 
 from . import maintenance
 from .app import Layout, release_info
-from .common import WEB_GROUP, FileDigests, PathStates, config_file, render, sh
+from .common import FileDigests, PathStates, config_file, render, sh
 from .settings import Settings
 
 SITES = "/etc/nginx/sites-available"

@@ -91,7 +91,7 @@ class RepoFiles(FactBase):
     default = dict
 
     def command(self, mirror: str, commit: str, paths: list[str]) -> str:
-        m, c = sh(mirror), sh(commit)
+        m = sh(mirror)
         return "; ".join(
             f"printf '%s\\t' {sh(p)}; git -C {m} show {sh(f'{commit}:{p}')} 2>/dev/null "
             f"| head -c {MAX_FILE} | base64 -w0; echo" for p in paths

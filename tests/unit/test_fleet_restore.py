@@ -225,3 +225,24 @@ def test_the_guard_starts_every_server_and_releases_the_lock(caplog):
     assert "app1: serving; app2: serving" in caplog.text and "database" not in caplog.text
     assert any("systemctl start shop@a.socket" in c for c in app2.commands)
     assert any("restore app1-x from server onto cccccccccccc failed" in c for c in app2.commands)
+
+
+def test_the_balancer_view_and_the_wait_for_one_server_read_the_same_answers(balancer, tmp_path):
+    balancer({"app1": "UP", "app2": "DOWN"})  # writes the stat file
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+           "STAT": str(tmp_path / "stat"), "CODE": "200"}
+    view = haproxy.BalancerView()
+    command = view.command("shop", [("app1", "10.0.0.11"), ("app2", "10.0.0.12")], 80,
+                           "/_djdeploy/health", "shop.example.internal")
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env).stdout
+    seen = view.process(out.splitlines())
+    assert seen["app1"]["haproxy"] == "UP" and seen["app2"]["haproxy"] == "DOWN", out
+    assert seen["app1"]["health"] == "200", out
+    # The wait for one server: curl answers the version with the same CODE, so it never names
+    # the revision and the wait ends with what it saw.
+    (sees,) = list(haproxy.sees._inner(S, "app2", "10.0.0.12", "200", 1))
+    result = subprocess.run(["sh", "-c", sees], capture_output=True, text=True, env=env)
+    assert result.returncode == 1 and "health 200, version 200, HAProxy DOWN" in result.stderr, result
+    (sees,) = list(haproxy.sees._inner(S, "app1", "10.0.0.11", "200", 1))
+    result = subprocess.run(["sh", "-c", sees], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and "app1: healthy on 200, UP in HAProxy" in result.stdout, result
