@@ -29,7 +29,7 @@ class LoadResult:
     worst: float = 0.0         # slowest request, seconds (failed ones included)
     seconds: float = 0.0       # how long the load ran
     statuses: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)  # the first few failures, for messages
+    errors: list[str] = field(default_factory=list)  # the first few failures of each kind
     odd: Counter = field(default_factory=Counter)    # (path, status) of answers other than 200
 
     @property
@@ -61,6 +61,7 @@ class Load:
         # worst_ending_after().
         self.record: list[tuple[float, bool, float]] | None = [] if record else None
         self.result = LoadResult()
+        self._kinds: Counter = Counter()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -91,7 +92,7 @@ class Load:
             response.read()
             return response.status, time.monotonic() - started, ""
         except (OSError, http.client.HTTPException) as error:
-            return None, time.monotonic() - started, f"{path}: {error!r}"
+            return None, time.monotonic() - started, f"{path}: {error!r} ({type(error).__name__})"
         finally:
             conn.close()
 
@@ -110,8 +111,12 @@ class Load:
                 r.worst = max(r.worst, latency)
                 if status is None or status >= 500:
                     r.failed += 1
-                    if len(r.errors) < 10:
+                    # A few of each kind (a status, an exception's type), so a rare kind is
+                    # not hidden behind many of a common one.
+                    kind = error.rsplit(" (", 1)[-1] if error else status
+                    if self._kinds[kind] < 3 and len(r.errors) < 30:
                         r.errors.append(error or f"{path}: HTTP {status}")
+                    self._kinds[kind] += 1
                 else:
                     r.served += 1
                 r.statuses[status if status is not None else "error"] += 1
