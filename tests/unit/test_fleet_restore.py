@@ -109,6 +109,9 @@ def test_haproxy_answers_with_the_maintenance_page_when_no_server_is_up():
     assert "資料還原" not in body  # that is the restore's own page, on the app servers
     config = haproxy.config_text(S, [haproxy.Backend("app1", "10.0.0.11", 80)])
     assert f"errorfile 503 {haproxy.error_page_path(S)}" in config
+    # An app server's 503 (its maintenance page) is passed on, not retried on another server.
+    (retry_on,) = [line.split()[1:] for line in config.splitlines() if line.strip().startswith("retry-on")]
+    assert "502" in retry_on and "503" not in retry_on
     restore_page = render("maintenance.html.j2", app_name="shop", restoring=True)
     assert "資料還原" in restore_page and "restoring its data" in restore_page
 
