@@ -128,22 +128,30 @@ def dump_database(kind: str, source: str, out: str) -> None:
     os.replace(temp, out)
 
 
-def load_remote(env_file: str, dump: str) -> None:
-    """A dump of `dump_database` put back into another server's database (its URL in an
-    environment file), in one transaction: the database becomes exactly what the dump holds.
-    Every object the app's role owns is dropped first, so a table made after the dump (by a
-    later migration) goes too, and migrating again finds what the dump's migrations say."""
-    env = remote_database(env_file)
+def load_exact(dump: str, local: str = "", env_file: str = "") -> None:
+    """A dump of `dump_database` put back, in one transaction: the database becomes exactly what
+    the dump holds. Every object the app's role owns is dropped first, so a table made after the
+    dump (by a later migration) goes too, and migrating again finds what the dump's migrations
+    say. `local`: this server's database (and role) of that name, reached as postgres;
+    `env_file`: another server's, from the DATABASE_URL in that environment file."""
     script = dump + ".sql"
     try:
         with open(script, "w") as handle:
             os.chmod(script, 0o600)
+            if local:  # the objects made as the app's role, as its migrations made them
+                handle.write(f'SET ROLE "{local}";\n')
             handle.write("DROP OWNED BY CURRENT_USER;\n")
             handle.flush()
             run(["pg_restore", "--no-owner", "--no-privileges", "-f", "-", dump], stdout=handle,
                 what="pg_restore")
-        run(["psql", "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", script],
-            env=env, what="psql (the dump loaded in one transaction)")
+        psql = ["psql", "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+        with open(script, "rb") as handle:
+            if local:
+                run(as_postgres(*psql, "-d", local), stdin=handle,
+                    what="psql (the dump loaded in one transaction)")
+            else:
+                run(psql, env=remote_database(env_file), stdin=handle,
+                    what="psql (the dump loaded in one transaction)")
     finally:
         if os.path.exists(script):
             os.unlink(script)
@@ -568,14 +576,14 @@ def replace(cfg: dict, migrate: str) -> int:
     dump_database("postgresql", env_file, before)
     step = "load the backup"
     try:
-        load_remote(env_file, os.path.join(swap.staging, DUMP, swap.about["file"]))
+        load_exact(os.path.join(swap.staging, DUMP, swap.about["file"]), env_file=env_file)
         with open(marker, "w") as handle:
             handle.write(swap.about["name"] + "\n")
         step = "migrate"
         subprocess.run(migrate, shell=True, check=True)
     except (Failure, OSError, subprocess.CalledProcessError) as error:
         log(f"restore: {step} failed ({error}); putting the fleet's previous database back")
-        load_remote(env_file, before)
+        load_exact(before, env_file=env_file)
         if os.path.exists(marker):
             os.unlink(marker)
         raise Failure(f"restore failed at '{step}': {error}; the fleet's database is as it "
@@ -591,7 +599,7 @@ def put_back(cfg: dict) -> int:
     if not os.path.exists(marker):
         log("restore: the fleet's database was not replaced; nothing to put back")
         return 0
-    load_remote(cfg["source"], os.path.join(cfg["shared"], BEFORE))
+    load_exact(os.path.join(cfg["shared"], BEFORE), env_file=cfg["source"])
     os.unlink(marker)
     log("restore: the fleet's previous database is back")
     return 0
@@ -621,7 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", required=True, help="SQLite file or PostgreSQL database name")
     p.add_argument("--out", required=True)
     p = sub.add_parser("load")
-    p.add_argument("--source", required=True, help="the environment file with DATABASE_URL")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--source", help="the environment file with DATABASE_URL")
+    where.add_argument("--local", help="this server's PostgreSQL database (and role) of that name")
     p.add_argument("--dump", required=True)
     p = sub.add_parser("create")
     p.add_argument("--at", help="take the backup as of this UTC time (tests of the retention)")
@@ -643,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             dump_database(args.database, args.source, args.out)
             return 0
         if args.command == "load":
-            load_remote(args.source, args.dump)
+            load_exact(args.dump, local=args.local or "", env_file=args.source or "")
             return 0
         with open(args.config) as handle:
             cfg = json.load(handle)

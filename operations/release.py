@@ -322,7 +322,7 @@ def restored(s: Settings, undoing: str):
                     f"{s.config_dir}/database.env", "--dump", path))
     elif s.database == "postgresql":
         yield (f"test -f {sh(path)} || {{ echo 'no backup {path}' >&2; exit 1; }}; "
-               f"runuser -u postgres -- pg_restore --clean --if-exists -d {sh(s.app_name)} < {sh(path)}")
+               + sh(s.python_bin, TOOLS["backup"], "load", "--local", s.app_name, "--dump", path))
     else:
         raise OperationError("restore_backup: not available with database 'url'; restore it with the database server's tools")
     # The database no longer has the migrations it was last migrated with: the next update must

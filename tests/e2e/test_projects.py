@@ -1,6 +1,8 @@
 """Django projects as their developers wrote them (tests/projects/*: common real-world layouts,
 none written for this deploy kit), each deployed with only the settings its user would write,
 then updated to a second commit and rolled back; pages and static files checked through nginx.
+The PostgreSQL one's second commit also migrates, and its rollback restores the backup the
+update took: the database must be exactly as before, and the update must run again.
 
 They share one server, started from the snapshot of the session's deployed Debian 12 server
 (pyenv's CPython and Poetry are there already): each project is its own site on it (its own
@@ -64,6 +66,24 @@ def second_commit(root: Path) -> None:
     raise AssertionError(f"no {MARKER.pattern} in the templates of {root}")
 
 
+# The PostgreSQL project's second commit also migrates: a table of its own, so a rollback
+# that restores the backup must remove it, and the next update must make it again.
+REMINDERS = """from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("appointments", "0001_initial")]
+    operations = [migrations.RunSQL(
+        "CREATE TABLE appointments_reminder (id serial PRIMARY KEY, note text)",
+        "DROP TABLE appointments_reminder")]
+"""
+
+
+def second_commit_with_a_migration(root: Path) -> None:
+    second_commit(root)
+    (root / "appointments" / "migrations" / "0002_reminders.py").write_text(REMINDERS)
+
+
 def page(server, app: str, path: str = "/"):
     return http_get(server.http_port, path, host=f"{app}.test")
 
@@ -94,7 +114,8 @@ def test_project_deploys_updates_and_rolls_back(sb, compat, runner, folder, pyte
     app, own = CASES[folder]
     name = f"project-{app}"
     sb.source.publish(name, PROJECTS / folder)
-    commits = push_branches(sb.source.repo_path(name), {"v2": ("main", second_commit, "v2")},
+    change = second_commit_with_a_migration if folder == "f_postgres_parts" else second_commit
+    commits = push_branches(sb.source.repo_path(name), {"v2": ("main", change, "v2")},
                             author="Project Tests")
     # The sandbox's defaults describe the example app: its repository and its own health URL.
     settings = {"app_name": app, "repo_url": sb.source.git_url(name), "revision": "main",
@@ -114,6 +135,7 @@ def test_project_deploys_updates_and_rolls_back(sb, compat, runner, folder, pyte
     assert sh(sb, SERVER, f"curl -s -H 'Host: {app}.test' http://127.0.0.1/_djdeploy/health").stdout.strip() == "ok"
     check_layout(sb, app, folder, first)
 
+    tables_before = tables(sb, app) if folder == "f_postgres_parts" else set()
     update = deploy(runner, "update.py", app, settings, revision="v2")
     note(pytestconfig, f"{folder}: update: {update.seconds:.1f}s")
     assert update.returncode == 0, update.explain()
@@ -121,12 +143,32 @@ def test_project_deploys_updates_and_rolls_back(sb, compat, runner, folder, pyte
     assert_assets_served(compat, app)
     check_data_kept(sb, app, folder)
 
-    back = deploy(runner, "rollback.py", app, settings, revision="v2")
+    # PostgreSQL: the rollback restores the backup the update took, which must leave the
+    # database exactly as it was (the update's table gone, its migration unrecorded).
+    restore = {"restore_backup": True} if folder == "f_postgres_parts" else {}
+    back = deploy(runner, "rollback.py", app, {**settings, **restore}, revision="v2")
     assert back.returncode == 0, back.explain()
     assert heading(compat, app) == v1
     assert_assets_served(compat, app)
     assert sh(sb, SERVER, f"cat {base}/current/REVISION || cat {base}/current/*/REVISION").stdout.split()[0] \
         == commits["main"]
+    if folder == "f_postgres_parts":
+        assert "appointments_reminder" not in tables_before, tables_before
+        assert tables(sb, app) == tables_before
+        applied = sh(sb, SERVER, "runuser -u postgres -- psql -tAc \"select count(*) from "
+                                 f"django_migrations where name = '0002_reminders'\" {app}").stdout
+        assert applied.strip() == "0"
+        # The update that was undone runs again: its migration finds nothing in its way.
+        again = deploy(runner, "update.py", app, settings, revision="v2")
+        assert again.returncode == 0, again.explain()
+        assert tables(sb, app) == tables_before | {"appointments_reminder"}
+        assert heading(compat, app) == f"{v1} v2"
+
+
+def tables(sb, app: str) -> set[str]:
+    out = sh(sb, SERVER, "runuser -u postgres -- psql -tAc \"select tablename from pg_tables "
+                         f"where schemaname = 'public'\" {app}").stdout
+    return set(out.split())
 
 
 def check_layout(sb, app: str, folder: str, first: Run) -> None:

@@ -4,6 +4,7 @@ the database copy and its checks, the firewall's rules, and the new settings."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -147,6 +148,39 @@ def test_a_damaged_database_is_refused(tmp_path):
 def test_a_missing_database_is_a_clear_failure(tmp_path):
     with pytest.raises(tool.Failure, match="no SQLite database at"):
         tool.dump_database("sqlite", str(tmp_path / "none.sqlite3"), str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+def test_a_postgresql_dump_goes_back_exactly_in_one_transaction(tmp_path, monkeypatch, where):
+    """What psql is given: the app's role (this server's database), every object it owns
+    dropped, then the dump's SQL; one transaction that stops at the first error."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    fakes = {"pg_restore": 'echo "CREATE TABLE from_the_dump (id integer);"',
+             "psql": f'echo "$@" > {tmp_path}/argv; cat > {tmp_path}/script; echo "$PGUSER" > {tmp_path}/user',
+             "runuser": f'echo "$@" > {tmp_path}/runuser; shift 3; exec "$@"'}
+    for name, body in fakes.items():
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_}:{os.environ['PATH']}")
+    dump = tmp_path / "before.dump"
+    dump.write_bytes(b"PGDMP")
+    if where == "local":
+        tool.load_exact(str(dump), local="shop")
+        assert (tmp_path / "runuser").read_text().startswith("-u postgres -- psql")
+        assert "-d shop" in (tmp_path / "argv").read_text()
+    else:
+        env = tmp_path / "database.env"
+        env.write_text("DATABASE_URL=postgres://shop:secret@10.0.0.5:5432/shop?sslmode=verify-full\n")
+        tool.load_exact(str(dump), env_file=str(env))
+        assert (tmp_path / "user").read_text().strip() == "shop"
+        assert "secret" not in (tmp_path / "argv").read_text()
+    argv = (tmp_path / "argv").read_text().split()
+    assert "--single-transaction" in argv and "ON_ERROR_STOP=1" in argv
+    script = (tmp_path / "script").read_text().splitlines()
+    expected = ['SET ROLE "shop";'] if where == "local" else []
+    assert script == expected + ["DROP OWNED BY CURRENT_USER;", "CREATE TABLE from_the_dump (id integer);"]
+    assert not (tmp_path / "before.dump.sql").exists()  # the plain SQL is not left behind
 
 
 def test_borgs_error_line_is_kept_and_its_traceback_dropped():
