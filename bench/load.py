@@ -58,7 +58,7 @@ class Load:
         self.host_header, self.timeout, self.pause = host_header, timeout, pause
         self.https = https
         # With `record`, (end time, ok, latency) of every request, for failing_window() and
-        # worst_ending_after().
+        # worst_starting_after().
         self.record: list[tuple[float, bool, float]] | None = [] if record else None
         self.result = LoadResult()
         self._kinds: Counter = Counter()
@@ -148,9 +148,11 @@ class Load:
         failed = [at for at, ok, _ in (self.record or []) if not ok]
         return failed[-1] - failed[0] if failed else 0.0
 
-    def worst_ending_after(self, moment: float) -> float:
-        """The slowest request that ended at or after `moment` (time.monotonic()), seconds."""
-        return max((latency for at, _, latency in (self.record or []) if at >= moment), default=0.0)
+    def worst_starting_after(self, moment: float) -> float:
+        """The slowest request sent at or after `moment` (time.monotonic()), seconds. (One sent
+        before and still running then was slowed by whatever ran before `moment`.)"""
+        return max((latency for at, _, latency in (self.record or []) if at - latency >= moment),
+                   default=0.0)
 
     def __enter__(self) -> Self:
         return self.start()

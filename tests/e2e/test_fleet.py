@@ -351,11 +351,11 @@ def test_fleet_update_under_load_switches_every_server_and_migrates_once(sb, fle
     result = during.result
     limit = stall_limit(baseline.worst)
     assert watch.moment is not None, "the first app server never ran two slots at once"
-    switching = during.worst_ending_after(watch.moment)
+    switching = during.worst_starting_after(watch.moment)
     MEASURED["update"] = run.seconds
     note(pytestconfig, f"fleet: load through the load balancer before the update: {baseline.summary()}")
     note(pytestconfig, f"fleet update A -> B under load ({run.seconds:.1f}s): {result.summary()}; "
-                       f"worst {switching * 1000:.0f} ms from the start of the new slots on, "
+                       f"worst {switching * 1000:.0f} ms of the requests sent from the start of the new slots on, "
                        f"against {limit * 1000:.0f} ms allowed (while building: "
                        f"{result.worst * 1000:.0f} ms; load average {os.getloadavg()[0]:.1f})")
     assert run.returncode == 0, run.explain()
