@@ -83,16 +83,16 @@ class Load:
         conn.connect = connect
         return conn
 
-    def _one(self, path: str) -> tuple[int | None, float, str]:
+    def _one(self, path: str) -> tuple[int | None, float, Exception | None]:
         conn = self._connection()
         started = time.monotonic()
         try:
             conn.request("GET", path, headers={"Host": self.host_header, "Connection": "close"})
             response = conn.getresponse()
             response.read()
-            return response.status, time.monotonic() - started, ""
+            return response.status, time.monotonic() - started, None
         except (OSError, http.client.HTTPException) as error:
-            return None, time.monotonic() - started, f"{path}: {error!r} ({type(error).__name__})"
+            return None, time.monotonic() - started, error
         finally:
             conn.close()
 
@@ -113,9 +113,9 @@ class Load:
                     r.failed += 1
                     # A few of each kind (a status, an exception's type), so a rare kind is
                     # not hidden behind many of a common one.
-                    kind = error.rsplit(" (", 1)[-1] if error else status
+                    kind = type(error).__name__ if error else status
                     if self._kinds[kind] < 3 and len(r.errors) < 30:
-                        r.errors.append(error or f"{path}: HTTP {status}")
+                        r.errors.append(f"{path}: {error!r}" if error else f"{path}: HTTP {status}")
                     self._kinds[kind] += 1
                 else:
                     r.served += 1

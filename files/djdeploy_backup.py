@@ -145,13 +145,10 @@ def load_exact(dump: str, local: str = "", env_file: str = "") -> None:
             run(["pg_restore", "--no-owner", "--no-privileges", "-f", "-", dump], stdout=handle,
                 what="pg_restore")
         psql = ["psql", "-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"]
+        argv, env = ((as_postgres(*psql, "-d", local), None) if local
+                     else (psql, remote_database(env_file)))
         with open(script, "rb") as handle:
-            if local:
-                run(as_postgres(*psql, "-d", local), stdin=handle,
-                    what="psql (the dump loaded in one transaction)")
-            else:
-                run(psql, env=remote_database(env_file), stdin=handle,
-                    what="psql (the dump loaded in one transaction)")
+            run(argv, env=env, stdin=handle, what="psql (the dump loaded in one transaction)")
     finally:
         if os.path.exists(script):
             os.unlink(script)

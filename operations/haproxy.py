@@ -165,13 +165,14 @@ def sees(s: Settings, server: str, address: str, revision: str, timeout: int):
     + timeout: seconds
     """
     base = f"http://{address}:{s.http_port}"
-    curl = asked_like_haproxy(check_host(s))
+    host_header = check_host(s)
+    curl = asked_like_haproxy(host_header)
     yield (
         "command -v curl >/dev/null && command -v socat >/dev/null || "
         "{ echo 'the load balancer lacks curl or socat: run deploy.py first' >&2; exit 1; }; "
         f"end=$(( $(date +%s) + {int(timeout)} )); "
         "while :; do " + stat_reader(s.app_name)
-        + f"code={status_of(check_host(s), base + s.health_path)}; "
+        + f"code={status_of(host_header, base + s.health_path)}; "
         f"version=$({curl} {sh(base + '/_djdeploy/version')}); state=$(field {sh(server)} 18); "
         f"case \"$version\" in *{revision}*) [ \"$code\" = 200 ] && [ \"$state\" = UP ] && break;; esac; "
         "if [ $(date +%s) -ge $end ]; then "
